@@ -1,0 +1,77 @@
+"""Capture: how attention probabilities are obtained from a model for ONE explanation pass.
+
+A capture family switches the model to a recording attention path inside a context manager and restores
+everything (attention backend, train/eval mode of every module) on exit, also when an exception is raised.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+from torch import Tensor, nn
+
+
+@dataclass
+class AttentionRecord:
+    """Post-softmax attention of every layer, recorded during one forward, still part of the autograd graph.
+
+    Attributes:
+        attentions: one ``[B, H, N, N]`` tensor per self-attention call, in call order (= layer order for
+            encoders). They are the tensors that multiply the values, so ``d logit / d A`` is well defined.
+    """
+
+    attentions: list[Tensor] = field(default_factory=list)
+
+
+class AttentionCapture(ABC):
+    """One model family: find out whether a model is supported and record its attention for one pass.
+
+    Subclasses are registered with :func:`lightning_xai.capture.register_capture`.
+    """
+
+    #: Human-readable family name, listed in "unsupported model" errors.
+    family: ClassVar[str]
+    #: Examples of supported architectures, listed in errors.
+    examples: ClassVar[str] = ""
+
+    def __init__(self, model: nn.Module) -> None:
+        self.model = model
+
+    @classmethod
+    @abstractmethod
+    def supports(cls, model: nn.Module) -> bool:
+        """Return True when this family can record the attention of ``model``."""
+
+    @abstractmethod
+    @contextmanager
+    def record(self) -> Iterator[AttentionRecord]:
+        """Put the model in eval mode with a recording attention path; restore everything on exit."""
+
+
+@contextmanager
+def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """Switch every module to eval mode and restore each module's own previous mode on exit.
+
+    Restoring per module (not ``model.train(prev)``) keeps deliberately frozen sub-modules (e.g. a backbone kept
+    in eval during fine-tuning) exactly as they were.
+
+    Example:
+        >>> import torch
+        >>> m = torch.nn.Sequential(torch.nn.Dropout(), torch.nn.Linear(2, 2))
+        >>> _ = m.train(); _ = m[1].eval()  # a frozen sub-module stays in eval
+        >>> with eval_mode(m):
+        ...     assert not m.training and not m[0].training
+        >>> m.training, m[0].training, m[1].training
+        (True, True, False)
+    """
+    modes = [(module, module.training) for module in model.modules()]
+    try:
+        model.eval()
+        yield model
+    finally:
+        for module, was_training in modes:
+            module.training = was_training

@@ -1,0 +1,146 @@
+"""HF transformers models whose attention goes through the ``AttentionInterface`` (transformers >= 5).
+
+For one pass the model's attention implementation is switched to a registered recording function that runs the
+model's OWN eager attention (``eager_attention_forward`` of its modeling file, so masks, scaling and any model
+quirks are exactly eager's) and keeps the returned probabilities as live graph tensors. The previous
+implementation (``sdpa`` during training, typically) is restored on exit, also when an exception is raised.
+
+Registering a new key in ``AttentionInterface``/``AttentionMaskInterface`` adds an entry and changes nothing for
+models that do not select it; without the mask registration transformers silently drops the padding mask of
+unknown implementations.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from transformers import AttentionInterface, PreTrainedModel
+from transformers.masking_utils import AttentionMaskInterface, eager_mask
+
+from lightning_xai.capture.base import AttentionCapture, AttentionRecord, eval_mode
+
+#: The attention-implementation key under which the recording function is registered.
+RECORDING_IMPLEMENTATION = "lightning_xai_recording"
+
+_ACTIVE_RECORD: ContextVar[AttentionRecord | None] = ContextVar("lightning_xai_active_record", default=None)
+
+
+def generic_eager_attention(
+    module: nn.Module,
+    query: Tensor,
+    key: Tensor,
+    value: Tensor,
+    attention_mask: Tensor | None,
+    scaling: float | None = None,
+    dropout: float = 0.0,
+    **_: Any,
+) -> tuple[Tensor, Tensor]:
+    """Plain softmax attention, used when a model's modeling file has no ``eager_attention_forward``.
+
+    Handles grouped-query attention by repeating key/value heads, as HF's eager functions do.
+    """
+    if scaling is None:
+        scaling = query.size(-1) ** -0.5
+    if key.shape[1] != query.shape[1]:  # GQA: one key/value head serves several query heads
+        repeats = query.shape[1] // key.shape[1]
+        key = key.repeat_interleave(repeats, dim=1)
+        value = value.repeat_interleave(repeats, dim=1)
+    scores = torch.matmul(query, key.transpose(2, 3)) * scaling
+    if attention_mask is not None:
+        scores = scores + attention_mask[:, :, :, : key.shape[-2]]
+    probs = torch.softmax(scores, dim=-1, dtype=torch.float32).to(query.dtype)
+    probs = nn.functional.dropout(probs, p=dropout, training=module.training)
+    output = torch.matmul(probs, value).transpose(1, 2).contiguous()
+    return output, probs
+
+
+def _eager_function_for(module: nn.Module) -> Callable[..., tuple[Tensor, Tensor]]:
+    modeling = sys.modules.get(type(module).__module__)
+    return getattr(modeling, "eager_attention_forward", generic_eager_attention)
+
+
+def _recording_attention(
+    module: nn.Module,
+    query: Tensor,
+    key: Tensor,
+    value: Tensor,
+    attention_mask: Tensor | None,
+    *args: Any,
+    **kwargs: Any,
+) -> tuple[Tensor, Tensor]:
+    output, probs = _eager_function_for(module)(module, query, key, value, attention_mask, *args, **kwargs)
+    record = _ACTIVE_RECORD.get()
+    if record is not None:
+        record.attentions.append(probs)
+    return output, probs
+
+
+AttentionInterface.register(RECORDING_IMPLEMENTATION, _recording_attention)
+AttentionMaskInterface.register(RECORDING_IMPLEMENTATION, eager_mask)
+
+
+def _all_configs(model: PreTrainedModel) -> list[Any]:
+    """Every config whose attention implementation ``set_attn_implementation`` may touch."""
+    seen: dict[int, Any] = {}
+    pending = [model.config] + [m.config for m in model.modules() if isinstance(m, PreTrainedModel)]
+    while pending:
+        config = pending.pop()
+        if id(config) in seen:
+            continue
+        seen[id(config)] = config
+        for name in getattr(config, "sub_configs", {}) or {}:
+            sub = getattr(config, name, None)
+            if sub is not None:
+                pending.append(sub)
+    return list(seen.values())
+
+
+class HFAttentionCapture(AttentionCapture):
+    """Any HF ``PreTrainedModel`` on the attention interface: BERT, RoBERTa, DistilBERT, ViT, DeiT, ...
+
+    Example:
+        >>> import torch
+        >>> from transformers import BertConfig, BertForSequenceClassification
+        >>> cfg = BertConfig(hidden_size=16, num_hidden_layers=2, num_attention_heads=2, intermediate_size=8,
+        ...                  vocab_size=50)
+        >>> model = BertForSequenceClassification(cfg).train()
+        >>> with HFAttentionCapture(model).record() as rec:
+        ...     logits = model(input_ids=torch.tensor([[2, 7, 9, 3]])).logits
+        >>> [tuple(a.shape) for a in rec.attentions]
+        [(1, 2, 4, 4), (1, 2, 4, 4)]
+        >>> model.training, model.config._attn_implementation
+        (True, 'sdpa')
+    """
+
+    family = "huggingface"
+    examples = "BERT, RoBERTa, DistilBERT, ViT, DeiT (transformers>=5 models on the AttentionInterface)"
+
+    @classmethod
+    def supports(cls, model: nn.Module) -> bool:
+        """True for HF models that can switch their attention implementation at run time."""
+        if not isinstance(model, PreTrainedModel):
+            return False
+        can_set = getattr(model, "_can_set_attn_implementation", None)
+        return bool(getattr(model, "_supports_attention_backend", False)) and (can_set is None or bool(can_set()))
+
+    @contextmanager
+    def record(self) -> Iterator[AttentionRecord]:
+        """Record attention for one pass; restores attention backend and per-module train mode on exit."""
+        model: PreTrainedModel = self.model  # type: ignore[assignment]
+        previous = [(config, config._attn_implementation_internal) for config in _all_configs(model)]
+        record = AttentionRecord()
+        token = _ACTIVE_RECORD.set(record)
+        try:
+            with eval_mode(model):
+                model.set_attn_implementation(RECORDING_IMPLEMENTATION)
+                yield record
+        finally:
+            for config, implementation in previous:
+                config._attn_implementation_internal = implementation
+            _ACTIVE_RECORD.reset(token)

@@ -1,0 +1,17 @@
+"""Exceptions with messages that say what to do."""
+
+
+class LightningXAIError(RuntimeError):
+    """Base class of every error raised by lightning_xai."""
+
+
+class UnsupportedModelError(LightningXAIError, TypeError):
+    """The model cannot be explained: no capture family supports it."""
+
+
+class BatchFormatError(LightningXAIError, TypeError):
+    """A validation batch has a structure the batch adapter does not understand."""
+
+
+class NonFiniteExplanationError(LightningXAIError, ValueError):
+    """An explainer produced NaN or infinite relevance."""

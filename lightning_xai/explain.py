@@ -1,0 +1,159 @@
+"""Explain one batch: one isolated, recorded forward shared by all explainers, then detached maps."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Literal, Union
+
+import torch
+from torch import Tensor, nn
+
+from lightning_xai.capture import AttentionCapture, resolve_capture
+from lightning_xai.errors import LightningXAIError, NonFiniteExplanationError
+from lightning_xai.explainers.base import Explainer, ForwardPass
+from lightning_xai.modalities.base import Modality
+from lightning_xai.types import Explanation, ModelInputs
+
+#: ``"predicted"`` (arg-max class), ``"label"`` (the batch's labels) or a fixed class index.
+Target = Union[Literal["predicted", "label"], int]
+
+
+def resolve_target(target: Target, logits: Tensor, labels: Tensor | None) -> Tensor:
+    """Class to explain per row.
+
+    Example:
+        >>> import torch
+        >>> logits = torch.tensor([[0.1, 2.0], [3.0, 0.0]])
+        >>> resolve_target("predicted", logits, None).tolist(), resolve_target(0, logits, None).tolist()
+        ([1, 0], [0, 0])
+    """
+    if target == "predicted":
+        return logits.detach().argmax(dim=-1)
+    if target == "label":
+        if labels is None:
+            raise LightningXAIError(
+                "target='label' needs labels, but the batch adapter returned none: use target='predicted' or a "
+                "batch adapter that returns the labels."
+            )
+        return labels.to(device=logits.device, dtype=torch.long).reshape(-1)
+    if isinstance(target, int) and not isinstance(target, bool):
+        if not 0 <= target < logits.shape[-1]:
+            raise LightningXAIError(f"target={target} is not a class of a model with {logits.shape[-1]} outputs")
+        return torch.full((logits.shape[0],), target, dtype=torch.long, device=logits.device)
+    raise ValueError(f"target must be 'predicted', 'label' or a class index, got {target!r}")
+
+
+@contextmanager
+def gradients_enabled() -> Iterator[None]:
+    """Autograd on, also inside Lightning's ``inference_mode`` validation (``trainer.validate()``)."""
+    with torch.inference_mode(False), torch.enable_grad():
+        yield
+
+
+@contextmanager
+def _embeddings_require_grad(model: nn.Module) -> Iterator[None]:
+    """Make the embedding output require grad so attention is differentiable even for a frozen model."""
+    get_embeddings = getattr(model, "get_input_embeddings", None)
+    embeddings = get_embeddings() if callable(get_embeddings) else None
+    if not isinstance(embeddings, nn.Module):
+        yield
+        return
+
+    def hook(_module: nn.Module, _args: object, output: Tensor) -> Tensor | None:
+        if isinstance(output, Tensor) and output.is_floating_point() and not output.requires_grad:
+            return output.detach().requires_grad_()
+        return None
+
+    handle = embeddings.register_forward_hook(hook)
+    try:
+        yield
+    finally:
+        handle.remove()
+
+
+def logits_of(output: object) -> Tensor:
+    """Logits from a HF model output, a tuple whose first item is the logits, or a tensor."""
+    if isinstance(output, Tensor):
+        return output
+    logits = getattr(output, "logits", None)
+    if isinstance(logits, Tensor):
+        return logits
+    if isinstance(output, (tuple, list)) and output and isinstance(output[0], Tensor):
+        return output[0]
+    raise LightningXAIError(f"Cannot find logits in a model output of type {type(output).__name__}")
+
+
+def explain(
+    model: nn.Module,
+    inputs: ModelInputs,
+    explainers: Sequence[Explainer],
+    *,
+    modality: Modality,
+    target: Target = "predicted",
+    labels: Tensor | None = None,
+    capture: AttentionCapture | None = None,
+    errors: dict[str, BaseException] | None = None,
+) -> dict[str, Explanation]:
+    """Explain a batch with several methods sharing ONE recorded forward (and one backward for attention grads).
+
+    The model is restored afterwards (attention backend, train mode of every module, hooks); no parameter
+    ``.grad`` is touched. Works inside ``torch.inference_mode()``.
+
+    Args:
+        model: a supported HF model (see :func:`lightning_xai.capture.resolve_capture`).
+        inputs: keyword inputs of the model's forward, batched (no labels).
+        explainers: methods to run.
+        modality: token bookkeeping (:class:`~lightning_xai.modalities.TextModality` or ``VisionModality``).
+        target: class to explain: ``"predicted"``, ``"label"`` or a class index.
+        labels: ``[B]`` labels, needed for ``target="label"``.
+        capture: a capture for ``model`` (resolved when omitted).
+        errors: when given, an explainer that raises is recorded here under its name and skipped instead of
+            failing the whole batch.
+
+    Returns:
+        Method name -> :class:`~lightning_xai.types.Explanation` with ``[B, N]`` float32 relevance on the model's
+        device, padding zeroed.
+    """
+    capture = capture if capture is not None else resolve_capture(model)
+    results: dict[str, Explanation] = {}
+    with gradients_enabled():
+        cloned = {key: value.clone() for key, value in inputs.items()}  # inference tensors -> autograd tensors
+        with capture.record() as record, _embeddings_require_grad(model):
+            logits = logits_of(model(**cloned))
+        if not record.attentions:
+            raise LightningXAIError(
+                f"No attention was recorded during the forward of {type(model).__name__}: its attention layers do not "
+                "call the transformers AttentionInterface. Use a supported model (see the capture families)."
+            )
+        num_tokens = record.attentions[0].shape[-1]
+        valid, special = modality.token_masks(cloned, num_tokens)
+        forward = ForwardPass(
+            inputs=cloned,
+            logits=logits,
+            attentions=record.attentions,
+            valid_mask=valid,
+            special_mask=special,
+            target=resolve_target(target, logits, labels),
+        )
+        detached_logits = logits.detach().float()
+        for explainer in explainers:
+            try:
+                relevance = explainer.explain(forward).detach().float()
+                if relevance.shape != valid.shape:
+                    raise LightningXAIError(
+                        f"{explainer.name} returned relevance of shape {tuple(relevance.shape)}, "
+                        f"expected {tuple(valid.shape)}"
+                    )
+                relevance = relevance.masked_fill(~valid, 0.0)
+                if not torch.isfinite(relevance).all():
+                    raise NonFiniteExplanationError(f"{explainer.name} produced NaN or infinite relevance")
+            except Exception as error:
+                if errors is None:
+                    raise
+                errors[explainer.name] = error
+                continue
+            results[explainer.name] = Explanation(
+                explainer.name, relevance, valid, special, forward.target.detach(), explainer.signed, detached_logits
+            )
+    return results

@@ -1,0 +1,110 @@
+"""Text: word-piece tokens; special tokens from the tokenizer; removal = replacement by a token id."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any, Literal
+
+import torch
+from torch import Tensor
+
+from lightning_xai.errors import LightningXAIError
+from lightning_xai.modalities.base import Modality
+from lightning_xai.types import ModelInputs
+
+_PAD_VALUES = {"attention_mask": 0, "token_type_ids": 0, "special_tokens_mask": 1}
+
+
+class TextModality(Modality):
+    """Token ids with an attention mask (right or left padding).
+
+    Args:
+        special_ids: ids never ranked or perturbed (``[CLS]``, ``[SEP]``, ``<s>``, ``</s>``, ``[PAD]`` ...).
+        pad_id: id used to pad when collating batches of different widths.
+        replacement_id: id that replaces a removed token (the tokenizer's mask token by default).
+        tokenizer: optional HF tokenizer, used to turn ids into strings for heatmaps.
+
+    Example:
+        >>> import torch
+        >>> text = TextModality(special_ids=[101, 102, 0], pad_id=0, replacement_id=103)
+        >>> inputs = {"input_ids": torch.tensor([[101, 7, 8, 102, 0]]), "attention_mask": torch.tensor([[1, 1, 1, 1, 0]])}
+        >>> valid, special = text.token_masks(inputs, 5)
+        >>> (valid & ~special).int().tolist()
+        [[0, 1, 1, 0, 0]]
+        >>> text.remove(inputs, torch.tensor([[False, True, False, False, False]]))["input_ids"].tolist()
+        [[101, 103, 8, 102, 0]]
+    """
+
+    name = "text"
+
+    def __init__(
+        self, special_ids: Iterable[int], pad_id: int, replacement_id: int, tokenizer: Any | None = None
+    ) -> None:
+        self.special_ids = torch.tensor(sorted(set(int(i) for i in special_ids)), dtype=torch.long)
+        self.pad_id = int(pad_id)
+        self.replacement_id = int(replacement_id)
+        self.tokenizer = tokenizer
+
+    @classmethod
+    def from_tokenizer(cls, tokenizer: Any, replacement: Literal["mask", "unk", "pad"] = "mask") -> TextModality:
+        """Build from a HF tokenizer; ``replacement`` names the token that replaces removed tokens."""
+        replacement_id = getattr(tokenizer, f"{replacement}_token_id", None)
+        if replacement_id is None:
+            raise LightningXAIError(
+                f"The tokenizer {type(tokenizer).__name__} has no {replacement} token, which the perturbation metrics "
+                f"use to remove tokens. Choose another replacement token (one of 'mask', 'unk', 'pad')."
+            )
+        pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else replacement_id
+        return cls(tokenizer.all_special_ids, pad_id, replacement_id, tokenizer)
+
+    def _valid(self, inputs: ModelInputs) -> Tensor:
+        ids = inputs["input_ids"]
+        mask = inputs.get("attention_mask")
+        return torch.ones_like(ids, dtype=torch.bool) if mask is None else mask.bool()
+
+    def token_masks(self, inputs: ModelInputs, num_tokens: int) -> tuple[Tensor, Tensor]:
+        """Valid = attention mask; special = special ids or padding."""
+        ids = inputs["input_ids"]
+        if ids.shape[1] != num_tokens:
+            raise LightningXAIError(f"Expected {num_tokens} tokens per row, the batch has {ids.shape[1]}.")
+        valid = self._valid(inputs)
+        special = torch.isin(ids, self.special_ids.to(ids.device)) | ~valid
+        return valid, special
+
+    def remove(self, inputs: ModelInputs, removed: Tensor) -> ModelInputs:
+        """Replace removed tokens by ``replacement_id``; the attention mask is kept."""
+        perturbed = dict(inputs)
+        perturbed["input_ids"] = inputs["input_ids"].masked_fill(removed, self.replacement_id)
+        return perturbed
+
+    def collate(self, parts: Sequence[ModelInputs]) -> ModelInputs:
+        """Right-pad every part to the widest one, then concatenate."""
+        width = max(part["input_ids"].shape[1] for part in parts)
+        out: ModelInputs = {}
+        for key in parts[0]:
+            pad_value = self.pad_id if key == "input_ids" else _PAD_VALUES.get(key, 0)
+            padded = [
+                torch.nn.functional.pad(p[key], (0, width - p[key].shape[1]), value=pad_value)
+                if p[key].dim() == 2
+                else p[key]
+                for p in parts
+            ]
+            out[key] = torch.cat(padded)
+        return out
+
+    def lengths(self, inputs: ModelInputs) -> Tensor:
+        """Index of the last real token + 1 (so left padding is never cut)."""
+        valid = self._valid(inputs)
+        positions = torch.arange(1, valid.shape[1] + 1, device=valid.device)
+        return (valid * positions).amax(dim=1)
+
+    def trim(self, inputs: ModelInputs, length: int) -> ModelInputs:
+        """Keep the first ``length`` positions of every per-token tensor."""
+        width = inputs["input_ids"].shape[1]
+        return {k: v[:, :length] if v.dim() == 2 and v.shape[1] == width else v for k, v in inputs.items()}
+
+    def tokens(self, ids: Tensor) -> list[str]:
+        """Token strings of one row of ids (needs the tokenizer)."""
+        if self.tokenizer is None:
+            return [str(int(i)) for i in ids]
+        return list(self.tokenizer.convert_ids_to_tokens([int(i) for i in ids]))
