@@ -1,0 +1,281 @@
+"""Tests for lightning_xai.viz: word-piece merging, token heatmaps and image overlays."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+
+from lightning_xai.viz import merge_wordpieces, render_image_overlay, render_token_heatmap
+from lightning_xai.viz.image import _bilinear_resize
+
+WHITE = 250  # channel value above which a pixel counts as background
+
+
+def _assert_rgb(img: np.ndarray) -> None:
+    assert isinstance(img, np.ndarray)
+    assert img.dtype == np.uint8
+    assert img.ndim == 3 and img.shape[2] == 3
+    assert img.shape[0] > 0 and img.shape[1] > 0
+
+
+def _changed(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Boolean [H, W] mask of pixels that differ between two same-sized renders."""
+    assert a.shape == b.shape
+    return np.abs(a.astype(int) - b.astype(int)).sum(-1) > 0
+
+
+def _nonwhite(img: np.ndarray) -> np.ndarray:
+    return (img < WHITE).any(-1)
+
+
+# ------------------------------------------------------------------------------------------------ merge_wordpieces
+
+
+class TestMergeWordpieces:
+    tokens = ["the", "play", "##ing", "field"]
+    scores = np.array([0.5, 1.0, 3.0, 2.0])
+
+    @pytest.mark.parametrize(
+        ("aggregation", "expected"),
+        [("sum", [0.5, 4.0, 2.0]), ("mean", [0.5, 2.0, 2.0]), ("max", [0.5, 3.0, 2.0])],
+    )
+    def test_wordpiece(self, aggregation: str, expected: list[float]) -> None:
+        words, values = merge_wordpieces(self.tokens, self.scores, aggregation=aggregation)
+        assert words == ["the", "playing", "field"]
+        assert values.dtype == np.float64
+        np.testing.assert_array_equal(values, expected)
+
+    def test_default_is_sum(self) -> None:
+        _, values = merge_wordpieces(self.tokens, self.scores)
+        np.testing.assert_array_equal(values, [0.5, 4.0, 2.0])
+
+    def test_byte_bpe(self) -> None:
+        words, values = merge_wordpieces(["Ġthe", "Ġplay", "ing"], np.array([1.0, 2.0, 4.0]))
+        assert words == ["the", "playing"]
+        np.testing.assert_array_equal(values, [1.0, 6.0])
+
+    def test_byte_bpe_first_token_without_marker_starts_a_word(self) -> None:
+        # RoBERTa's first word has no leading space, hence no Ġ; punctuation glues to the previous word.
+        words, values = merge_wordpieces(["Hello", ",", "Ġwor", "ld"], np.array([1.0, 2.0, 3.0, 4.0]))
+        assert words == ["Hello,", "world"]
+        np.testing.assert_array_equal(values, [3.0, 7.0])
+
+    def test_sentencepiece(self) -> None:
+        words, values = merge_wordpieces(
+            ["▁the", "▁play", "ing", "▁field"], np.array([1.0, 2.0, 4.0, 8.0]), aggregation="mean"
+        )
+        assert words == ["the", "playing", "field"]
+        np.testing.assert_array_equal(values, [1.0, 3.0, 8.0])
+
+    def test_no_convention_is_passthrough(self) -> None:
+        tokens = ["the", "playing", "field"]
+        scores = np.array([1.0, -2.0, 3.0])
+        words, values = merge_wordpieces(tokens, scores)
+        assert words == tokens
+        np.testing.assert_array_equal(values, scores)
+        assert values is not scores  # the caller's array is never aliased
+
+    def test_leading_continuation_piece_starts_a_word(self) -> None:
+        words, values = merge_wordpieces(["##ing", "the", "##re"], np.array([1.0, 2.0, 3.0]))
+        assert words == ["ing", "there"]
+        np.testing.assert_array_equal(values, [1.0, 5.0])
+
+    def test_wordpiece_takes_precedence_over_other_markers(self) -> None:
+        words, _ = merge_wordpieces(["▁a", "b", "##c"], np.zeros(3))
+        assert words == ["▁a", "bc"]
+
+    def test_empty(self) -> None:
+        words, values = merge_wordpieces([], np.zeros(0))
+        assert words == [] and values.shape == (0,)
+
+    def test_validation(self) -> None:
+        with pytest.raises(ValueError, match="one entry per token"):
+            merge_wordpieces(["a", "b"], np.zeros(3))
+        with pytest.raises(ValueError, match="aggregation"):
+            merge_wordpieces(["a"], np.zeros(1), aggregation="median")  # type: ignore[arg-type]
+
+
+# ------------------------------------------------------------------------------------------------ token heatmap
+
+
+class TestTokenHeatmap:
+    def test_output_format_and_width(self) -> None:
+        img = render_token_heatmap(["a", "b"], np.array([0.1, 0.2]), title="t", caption="c", width_px=640)
+        _assert_rgb(img)
+        assert img.shape[1] == 640
+
+    def test_long_text_wraps_into_a_taller_image(self) -> None:
+        rng = np.random.default_rng(0)
+        short = render_token_heatmap([f"word{i}" for i in range(5)], rng.random(5))
+        long = render_token_heatmap([f"word{i}" for i in range(300)], rng.random(300))
+        assert short.shape[1] == long.shape[1] == 900
+        assert long.shape[0] > 3 * short.shape[0]
+        # Wrapping, not overflowing: the right margin stays blank.
+        assert not _nonwhite(long[:, -8:]).any()
+
+    def test_overlong_token_does_not_overflow(self) -> None:
+        img = render_token_heatmap(["x" * 400, "tail"], np.array([1.0, 1.0]), width_px=300)
+        assert img.shape[1] == 300
+        assert not _nonwhite(img[:, -8:]).any()
+
+    def test_high_score_is_redder_than_zero_score(self) -> None:
+        hot = render_token_heatmap(["word"], np.array([1.0]), vmax=1.0)
+        cold = render_token_heatmap(["word"], np.array([0.0]), vmax=1.0)
+        box = _changed(hot, cold)  # only the token box differs: the legend is identical on a shared vmax
+        assert box.sum() > 200
+
+        def redness(img: np.ndarray) -> float:
+            px = img[box].astype(float)
+            return float((px[:, 0] - (px[:, 1] + px[:, 2]) / 2).mean())
+
+        assert redness(hot) > redness(cold) + 50
+
+    def test_signed_negative_is_blue_positive_is_red(self) -> None:
+        zero = render_token_heatmap(["word"], np.array([0.0]), signed=True, vmax=1.0)
+        neg = render_token_heatmap(["word"], np.array([-1.0]), signed=True, vmax=1.0)
+        pos = render_token_heatmap(["word"], np.array([1.0]), signed=True, vmax=1.0)
+        neg_px = neg[_changed(neg, zero)].astype(float)
+        pos_px = pos[_changed(pos, zero)].astype(float)
+        assert (neg_px[:, 2] - neg_px[:, 0]).mean() > 50
+        assert (pos_px[:, 0] - pos_px[:, 2]).mean() > 50
+
+    def test_unsigned_clips_negative_scores_to_zero(self) -> None:
+        neg = render_token_heatmap(["word"], np.array([-1.0]), vmax=1.0)
+        zero = render_token_heatmap(["word"], np.array([0.0]), vmax=1.0)
+        np.testing.assert_array_equal(neg, zero)
+
+    def test_vmax_sets_the_scale(self) -> None:
+        # A score of 1 on a scale of 2 is drawn like a score of 0.5 on a scale of 1.
+        a = render_token_heatmap(["word"], np.array([1.0]), vmax=2.0)
+        b = render_token_heatmap(["word"], np.array([0.5]), vmax=1.0)
+        half = render_token_heatmap(["word"], np.array([0.5]), vmax=2.0)
+        box = _changed(a, half)
+        assert box.any()
+        np.testing.assert_array_equal(a[box], b[box])
+
+    def test_all_zero_scores_render(self) -> None:
+        _assert_rgb(render_token_heatmap(["a", "b"], np.zeros(2)))
+
+    def test_merge_renders_words_with_aggregated_scores(self) -> None:
+        merged = render_token_heatmap(["play", "##ing"], np.array([0.25, 0.5]), vmax=1.0)
+        word = render_token_heatmap(["playing"], np.array([0.75]), vmax=1.0)
+        np.testing.assert_array_equal(merged, word)
+        unmerged = render_token_heatmap(["play", "##ing"], np.array([0.25, 0.5]), vmax=1.0, merge=False)
+        assert not np.array_equal(unmerged, word)
+
+    def test_strings_are_drawn_literally(self) -> None:
+        tokens = ["$x$", "<script>", "_a_", "a^b", "\\alpha", "50%", "line\nbreak", "tab\there", ""]
+        img = render_token_heatmap(tokens, np.linspace(0, 1, len(tokens)), title="$E=mc^2$ _t_", caption="$$")
+        _assert_rgb(img)
+        # Mathtext would typeset "$x$" as a lone italic x; literal text keeps the dollar signs and is wider.
+        dollar = render_token_heatmap(["$x$"], np.array([1.0]), vmax=1.0)
+        plain = render_token_heatmap(["x"], np.array([1.0]), vmax=1.0)
+        assert _nonwhite(dollar).sum() > _nonwhite(plain).sum() + 100
+
+    def test_empty_tokens(self) -> None:
+        img = render_token_heatmap([], np.zeros(0), title="empty")
+        _assert_rgb(img)
+        assert img.shape[1] == 900
+        assert _nonwhite(img).any()  # the "(no content tokens)" note and the title are drawn
+
+    def test_deterministic(self) -> None:
+        args = (["the", "movie", "was", "good"], np.array([0.1, 0.4, 0.0, 0.9]))
+        np.testing.assert_array_equal(render_token_heatmap(*args), render_token_heatmap(*args))
+
+    def test_thread_safe(self) -> None:
+        jobs = [([f"t{i}", "x"], np.array([i / 4, 1.0])) for i in range(4)]
+        expected = [render_token_heatmap(t, s) for t, s in jobs]
+        with ThreadPoolExecutor(4) as pool:
+            got = list(pool.map(lambda job: render_token_heatmap(*job), jobs * 2))
+        for i, img in enumerate(got):
+            np.testing.assert_array_equal(img, expected[i % 4])
+
+    def test_validation(self) -> None:
+        with pytest.raises(ValueError, match="one entry per token"):
+            render_token_heatmap(["a"], np.zeros(2))
+
+
+# ------------------------------------------------------------------------------------------------ image overlay
+
+
+class TestImageOverlay:
+    def test_input_layouts_give_the_same_rgb_output(self) -> None:
+        rng = np.random.default_rng(0)
+        hwc = rng.random((32, 32, 3)).astype(np.float32)
+        rel = rng.random((4, 4))
+        from_hwc = render_image_overlay(hwc, rel)
+        from_chw = render_image_overlay(np.moveaxis(hwc, -1, 0), rel)
+        _assert_rgb(from_hwc)
+        np.testing.assert_array_equal(from_hwc, from_chw)
+
+        gray = hwc[..., 0]
+        from_gray = render_image_overlay(gray, rel)
+        _assert_rgb(from_gray)
+        np.testing.assert_array_equal(from_gray, render_image_overlay(gray[None], rel))
+        np.testing.assert_array_equal(from_gray, render_image_overlay(gray[..., None], rel))
+
+        as_uint8 = render_image_overlay((hwc * 255).astype(np.uint8), rel)
+        _assert_rgb(as_uint8)
+
+    def test_tiny_image_gives_a_readable_figure(self) -> None:
+        img = render_image_overlay(np.arange(64.0).reshape(8, 8), np.ones((2, 2)), title="digit")
+        _assert_rgb(img)
+        assert img.shape[0] >= 300 and img.shape[1] >= 300
+
+    @pytest.mark.parametrize("signed", [False, True])
+    def test_hot_patch_changes_its_region_most(self, signed: bool) -> None:
+        image = np.full((64, 64), 0.3)  # constant image: rendered grey, must not crash
+        zero = render_image_overlay(image, np.zeros((4, 4)), vmax=1.0, signed=signed)
+        full = render_image_overlay(image, np.ones((4, 4)), vmax=1.0, signed=signed)
+        rows, cols = np.nonzero(_changed(full, zero))  # everything the heatmap covers = the image axes
+        top, bottom, left, right = rows.min(), rows.max() + 1, cols.min(), cols.max() + 1
+        assert bottom - top > 200 and right - left > 200
+
+        for r, c in [(0, 0), (3, 3)]:
+            rel = np.zeros((4, 4))
+            rel[r, c] = 1.0
+            hot = render_image_overlay(image, rel, vmax=1.0, signed=signed)
+            diff = np.abs(hot.astype(int) - zero.astype(int)).sum(-1)[top:bottom, left:right].astype(float)
+            h, w = diff.shape
+            patch = diff[r * h // 4 : (r + 1) * h // 4, c * w // 4 : (c + 1) * w // 4]
+            outside = diff.copy()
+            outside[r * h // 4 : (r + 1) * h // 4, c * w // 4 : (c + 1) * w // 4] = np.nan
+            assert patch.mean() > 5 * np.nanmean(outside)
+            # Bilinear falloff reaches at most half a patch beyond the hot one: the far half stays untouched.
+            far = diff[h // 2 :, w // 2 :] if (r, c) == (0, 0) else diff[: h // 2, : w // 2]
+            assert far.max() == 0
+
+    def test_signed_colours(self) -> None:
+        image = np.full((32, 32, 3), 0.5)
+        zero = render_image_overlay(image, np.zeros((2, 2)), signed=True, vmax=1.0)
+        for value, (more, less) in [(1.0, (0, 2)), (-1.0, (2, 0))]:
+            img = render_image_overlay(image, np.full((2, 2), value), signed=True, vmax=1.0)
+            px = img[_changed(img, zero)].astype(float)
+            assert (px[:, more] - px[:, less]).mean() > 30
+
+    def test_constant_and_degenerate_inputs(self) -> None:
+        _assert_rgb(render_image_overlay(np.zeros((3, 16, 16)), np.zeros((2, 2))))
+        _assert_rgb(render_image_overlay(np.full((16, 16), 7.0), np.array([[np.nan, np.inf], [1.0, 0.0]])))
+        _assert_rgb(render_image_overlay(np.ones((16, 16)), np.ones((1, 1)), title="$x$ _a_", caption="<b>"))
+        _assert_rgb(render_image_overlay(np.ones((4, 200)), np.ones((1, 10))))  # extreme aspect ratio
+
+    def test_validation(self) -> None:
+        with pytest.raises(ValueError, match="image"):
+            render_image_overlay(np.zeros((2, 16, 16, 3)), np.zeros((2, 2)))
+        with pytest.raises(ValueError, match="relevance"):
+            render_image_overlay(np.zeros((16, 16)), np.zeros(4))
+        with pytest.raises(ValueError, match="alpha"):
+            render_image_overlay(np.zeros((16, 16)), np.zeros((2, 2)), alpha=1.5)
+
+
+@pytest.mark.parametrize(("shape", "out"), [((2, 2), (8, 8)), ((3, 5), (7, 11)), ((14, 14), (224, 224))])
+def test_bilinear_resize_matches_torch(shape: tuple[int, int], out: tuple[int, int]) -> None:
+    torch = pytest.importorskip("torch")
+    grid = np.random.default_rng(0).normal(size=shape)
+    ours = _bilinear_resize(grid, *out)
+    ref = torch.nn.functional.interpolate(
+        torch.from_numpy(grid)[None, None], size=out, mode="bilinear", align_corners=False
+    )[0, 0].numpy()
+    np.testing.assert_allclose(ours, ref, atol=1e-10)
