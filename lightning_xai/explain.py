@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import Literal, Union
+from typing import Literal
 
 import torch
 from torch import Tensor, nn
@@ -16,7 +16,7 @@ from lightning_xai.modalities.base import Modality
 from lightning_xai.types import Explanation, ModelInputs
 
 #: ``"predicted"`` (arg-max class), ``"label"`` (the batch's labels) or a fixed class index.
-Target = Union[Literal["predicted", "label"], int]
+Target = Literal["predicted", "label"] | int
 
 
 def resolve_target(target: Target, logits: Tensor, labels: Tensor | None) -> Tensor:

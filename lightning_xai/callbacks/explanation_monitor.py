@@ -1,5 +1,4 @@
-"""Explanation Monitor
-==================
+"""Explanation Monitor: explanation quality as a validation-time signal.
 
 Explains a FIXED probe set of validation samples at the end of every scheduled validation, scores the maps with
 faithfulness metrics, logs the scores as scalars (``xai/<explainer>/<metric>``) and heatmaps to the loggers.
@@ -277,7 +276,9 @@ class ExplanationMonitor(*_CALLBACK_BASES):  # type: ignore[misc]
         if getattr(model, "main_input_name", "input_ids") == "pixel_values":
             patch = getattr(getattr(model, "config", None), "patch_size", None)
             if patch is None:
-                raise LightningXAIError(f"{type(model).__name__} has no config.patch_size; cannot map tokens to patches")
+                raise LightningXAIError(
+                    f"{type(model).__name__} has no config.patch_size: cannot map its tokens to image patches"
+                )
             return VisionModality(patch_size=patch[0] if isinstance(patch, (tuple, list)) else int(patch))
         tokenizer = self.tokenizer
         if tokenizer is None:

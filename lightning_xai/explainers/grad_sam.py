@@ -1,9 +1,9 @@
-"""Grad-SAM: gradient self-attention maps (Barkan et al., CIKM 2021, arXiv:2204.11073).
+r"""Grad-SAM: gradient self-attention maps (Barkan et al., CIKM 2021, arXiv:2204.11073).
 
 .. math::
 
-    s_i = \\frac{1}{L H n} \\sum_{l=1}^{L} \\sum_{h=1}^{H} \\sum_{j} \\Big(A^{l,h} \\odot
-          \\mathrm{ReLU}\\big(\\tfrac{\\partial y_c}{\\partial A^{l,h}}\\big)\\Big)_{ij}
+    s_i = \frac{1}{L H n} \sum_{l=1}^{L} \sum_{h=1}^{H} \sum_{j} \Big(A^{l,h} \odot
+          \mathrm{ReLU}\big(\tfrac{\partial y_c}{\partial A^{l,h}}\big)\Big)_{ij}
 
 with :math:`A^{l,h}` the post-softmax attention of layer ``l``, head ``h``, :math:`y_c` the pre-softmax logit of the
 explained class and ``n`` the number of real (non-padding) tokens. ReLU is applied to the gradient only, then the

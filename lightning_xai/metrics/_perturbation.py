@@ -1,5 +1,7 @@
-"""The batched perturbation engine: build every perturbed input of every step of every sample, run them in
-length-sorted chunks under ``no_grad`` with the model's own (fast) attention backend, return score curves.
+"""The batched perturbation engine shared by the perturbation metrics.
+
+It builds every perturbed input of every step of every sample, runs them in length-sorted chunks under
+``no_grad`` with the model's own (fast) attention backend, and returns score curves.
 """
 
 from __future__ import annotations

@@ -27,7 +27,8 @@ class TextModality(Modality):
     Example:
         >>> import torch
         >>> text = TextModality(special_ids=[101, 102, 0], pad_id=0, replacement_id=103)
-        >>> inputs = {"input_ids": torch.tensor([[101, 7, 8, 102, 0]]), "attention_mask": torch.tensor([[1, 1, 1, 1, 0]])}
+        >>> inputs = {"input_ids": torch.tensor([[101, 7, 8, 102, 0]]),
+        ...           "attention_mask": torch.tensor([[1, 1, 1, 1, 0]])}
         >>> valid, special = text.token_masks(inputs, 5)
         >>> (valid & ~special).int().tolist()
         [[0, 1, 1, 0, 0]]

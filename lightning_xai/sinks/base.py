@@ -1,5 +1,8 @@
-"""Sinks: where rendered heatmaps go, one file per logger type. Scalars never go through sinks (they use
-``pl_module.log`` so ``ModelCheckpoint``/``EarlyStopping`` can monitor them)."""
+"""Sinks: where rendered heatmaps go, one file per logger type.
+
+Scalars never go through sinks: they use ``pl_module.log`` so ``ModelCheckpoint``/``EarlyStopping`` can monitor
+them.
+"""
 
 from __future__ import annotations
 

@@ -131,9 +131,8 @@ def _train_once(tmp_path, tokenizer, callbacks):
     pl = lightning_package("lightning.pytorch")
     pl.seed_everything(123)
     module = make_text_module_class(pl)(tokenizer)
-    from torch.utils.data import DataLoader
-
     from helpers import collate_text, text_dataset
+    from torch.utils.data import DataLoader
 
     train = DataLoader(text_dataset(32, seed=1), batch_size=8, shuffle=True, collate_fn=collate_text)  # global RNG
     val = DataLoader(text_dataset(16, seed=2), batch_size=8, shuffle=True, collate_fn=collate_text)
@@ -160,9 +159,8 @@ def test_training_is_bit_identical_with_and_without_the_monitor(tmp_path, tokeni
 
 def test_probe_set_is_identical_every_epoch_even_with_a_shuffled_val_loader(tmp_path, tokenizer):
     pl = lightning_package("lightning.pytorch")
-    from torch.utils.data import DataLoader
-
     from helpers import collate_text, text_dataset
+    from torch.utils.data import DataLoader
 
     seen = []
 

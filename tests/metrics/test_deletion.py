@@ -2,7 +2,7 @@ import math
 
 import pytest
 import torch
-from helpers import make_inputs, make_model, modality_for, text_modality
+from helpers import make_inputs, make_model, text_modality
 from reference.deletion import deletion_auc_reference
 
 from lightning_xai import explain
