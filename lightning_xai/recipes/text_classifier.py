@@ -1,0 +1,152 @@
+"""A minimal Hugging Face sequence classifier as a LightningModule.
+
+:class:`TextClassifier` wraps ``AutoModelForSequenceClassification`` at ``self.model`` (a plain
+``transformers.PreTrainedModel``, which is what the explanation monitor looks for), trains it with AdamW and a
+linear warmup/decay schedule, and logs loss and accuracy.
+
+Example::
+
+    >>> from lightning_xai.recipes import TextClassifier
+    >>> module = TextClassifier()  # bundled all-MiniLM-L6-v2, 3 labels  # doctest: +SKIP
+    >>> module(input_ids=ids, attention_mask=mask).shape  # doctest: +SKIP
+    torch.Size([2, 3])
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+from lightning.pytorch import LightningModule
+from torch import nn
+
+from lightning_xai.recipes.bundled import minilm_path
+
+__all__ = ["TextClassifier"]
+
+
+class TextClassifier(LightningModule):
+    """Fine-tune a Hugging Face encoder for sequence classification.
+
+    Batches are dicts of model inputs plus ``labels`` (as produced by
+    :class:`~lightning_xai.recipes.SentimentDataModule`).
+
+    Args:
+        model_name_or_path: A local Hugging Face folder or a hub name (needs a network); ``None`` uses the bundled
+            all-MiniLM-L6-v2 weights. The classification head is freshly initialised.
+        num_labels: Number of classes.
+        learning_rate: Peak AdamW learning rate.
+        weight_decay: AdamW weight decay (not applied to biases and LayerNorm weights).
+        warmup_ratio: Fraction of the total optimizer steps spent in linear warmup before linear decay to zero.
+        attn_implementation: Attention kernel of the model (``"sdpa"`` or ``"eager"``; an explainer that needs
+            attention probabilities switches to eager itself for its own pass).
+        label_names: Class names in id order; ``None`` adopts the data module's ``label_names`` (if any) at setup.
+
+    Attributes:
+        model: The wrapped ``transformers.PreTrainedModel``.
+        tokenizer: The model's tokenizer.
+    """
+
+    def __init__(
+        self,
+        model_name_or_path: str | None = None,
+        num_labels: int = 3,
+        learning_rate: float = 5e-5,
+        weight_decay: float = 0.01,
+        warmup_ratio: float = 0.1,
+        attn_implementation: str = "sdpa",
+        label_names: list[str] | None = None,
+    ) -> None:
+        super().__init__()
+        if label_names is not None and len(label_names) != num_labels:
+            raise ValueError(f"{len(label_names)} label_names given for num_labels={num_labels}")
+        if not 0.0 <= warmup_ratio < 1.0:
+            raise ValueError(f"warmup_ratio must be in [0, 1), got {warmup_ratio}")
+        self.save_hyperparameters()
+        from transformers import AutoModelForSequenceClassification, AutoTokenizer  # deferred: heavy import
+
+        path = model_name_or_path or minilm_path()
+        self.model = AutoModelForSequenceClassification.from_pretrained(
+            path, num_labels=num_labels, attn_implementation=attn_implementation
+        )
+        # from_pretrained returns the model in eval mode and Lightning (>= 2.5) no longer calls .train() at fit
+        # start: without this, fine-tuning would silently run with dropout off.
+        self.model.train()
+        self.tokenizer = AutoTokenizer.from_pretrained(path)
+        self.label_names: list[str] | None = None
+        if label_names is not None:
+            self._set_label_names(label_names)
+
+    def _set_label_names(self, names: list[str]) -> None:
+        self.label_names = list(names)
+        # Keep the HF config in sync so a saved model carries readable labels.
+        self.model.config.id2label = dict(enumerate(self.label_names))
+        self.model.config.label2id = {name: i for i, name in enumerate(self.label_names)}
+
+    def setup(self, stage: str) -> None:
+        """Adopt the data module's ``label_names`` when none were given."""
+        datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        names = getattr(datamodule, "label_names", None)
+        if self.label_names is None and names is not None and len(names) == self.hparams.num_labels:
+            self._set_label_names(list(names))
+
+    def forward(self, **inputs: torch.Tensor) -> torch.Tensor:
+        """Return the classification logits ``[B, num_labels]`` for model inputs (``input_ids``, ...)."""
+        return self.model(**inputs).logits
+
+    def _shared_step(self, batch: dict[str, torch.Tensor], prefix: str) -> torch.Tensor:
+        inputs = {k: v for k, v in batch.items() if k != "labels"}
+        labels = batch["labels"]
+        logits = self(**inputs)
+        loss = nn.functional.cross_entropy(logits, labels)
+        acc = (logits.argmax(dim=-1) == labels).float().mean()
+        on_step = prefix == "train"
+        # batch_size given explicitly: Lightning cannot infer it from a dict batch reliably.
+        kwargs: dict[str, Any] = {"on_step": on_step, "on_epoch": not on_step, "batch_size": labels.shape[0]}
+        self.log(f"{prefix}/loss", loss, prog_bar=True, **kwargs)
+        self.log(f"{prefix}/acc", acc, prog_bar=not on_step, **kwargs)
+        return loss
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        """Cross-entropy on one batch; logs ``train/loss`` and ``train/acc`` per step."""
+        return self._shared_step(batch, "train")
+
+    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        """Logs epoch-level ``val/loss`` and ``val/acc``."""
+        self._shared_step(batch, "val")
+
+    def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        """Logs epoch-level ``test/loss`` and ``test/acc``."""
+        self._shared_step(batch, "test")
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        """AdamW (no decay on biases and LayerNorm weights) with a per-step linear warmup then linear decay."""
+        no_decay: set[int] = set()
+        for module in self.model.modules():
+            if isinstance(module, nn.LayerNorm):
+                no_decay.update(id(p) for p in module.parameters(recurse=False))
+        for name, param in self.model.named_parameters():
+            if name.endswith("bias"):
+                no_decay.add(id(param))
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        groups = [
+            {"params": [p for p in params if id(p) not in no_decay], "weight_decay": self.hparams.weight_decay},
+            {"params": [p for p in params if id(p) in no_decay], "weight_decay": 0.0},
+        ]
+        optimizer = torch.optim.AdamW(groups, lr=self.hparams.learning_rate)
+
+        total = self.trainer.estimated_stepping_batches
+        # An unbounded run (max_steps=-1, max_epochs=-1) has no end to decay towards: warm up, then stay flat.
+        total_steps = int(total) if math.isfinite(total) and total > 0 else None
+        warmup = int(self.hparams.warmup_ratio * total_steps) if total_steps else 0
+
+        def schedule(step: int) -> float:
+            if step < warmup:
+                return (step + 1) / (warmup + 1)
+            if total_steps is None:
+                return 1.0
+            return max(0.0, (total_steps - step) / max(1, total_steps - warmup))
+
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

@@ -1,0 +1,210 @@
+"""The lightning-xai CLI: fit/validate/test through LightningCLI, demo, --print_config and the run summary."""
+
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import yaml
+
+from lightning_xai import cli
+
+REPO = Path(__file__).resolve().parents[2]
+RECIPE = REPO / "recipes" / "minilm_sentiment.yaml"
+# Short runs with few batches: silence Lightning's hint about log_every_n_steps.
+pytestmark = pytest.mark.filterwarnings("ignore:The number of training batches")
+TINY_DATA = ["--data.train_size=32", "--data.val_size=16", "--data.test_size=16", "--data.batch_size=16"]
+
+
+def _no_callbacks_recipe(tmp_path: Path) -> Path:
+    """The real recipe minus the explanation monitor (so these tests do not depend on it)."""
+    config = yaml.safe_load(RECIPE.read_text())
+    config["trainer"].pop("callbacks", None)
+    path = tmp_path / "recipe.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def _sandbox(tmp_path: Path) -> list[str]:
+    # Nothing may be written into the repository.
+    return [f"--trainer.default_root_dir={tmp_path}", f"--trainer.logger.init_args.save_dir={tmp_path / 'runs'}"]
+
+
+def test_recipe_defaults_are_the_documented_ones():
+    config = yaml.safe_load(RECIPE.read_text())
+    assert config["seed_everything"] == 0
+    trainer = config["trainer"]
+    assert trainer["max_epochs"] == 2 and trainer["accelerator"] == "cpu" and trainer["devices"] == 1
+    assert trainer["logger"]["class_path"] == "lightning.pytorch.loggers.TensorBoardLogger"
+    assert "num_sanity_val_steps" not in trainer
+    assert [c["class_path"] for c in trainer["callbacks"]] == ["lightning_xai.ExplanationMonitor"]
+    assert config["model"]["class_path"] == "lightning_xai.recipes.TextClassifier"
+    assert config["data"]["class_path"] == "lightning_xai.recipes.SentimentDataModule"
+
+
+def test_fit_fast_dev_run(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    cli.main(
+        [
+            "fit",
+            "--config",
+            str(_no_callbacks_recipe(tmp_path)),
+            "--trainer.fast_dev_run=1",
+            *TINY_DATA,
+            *_sandbox(tmp_path),
+        ]
+    )
+    out = capsys.readouterr().out
+    assert "fit finished" in out
+    assert "no explanation metrics were logged" in out
+
+
+def test_fit_then_summary_points_at_tensorboard(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    cli.main(
+        [
+            "fit",
+            "--config",
+            str(_no_callbacks_recipe(tmp_path)),
+            "--trainer.max_epochs=1",
+            "--trainer.limit_train_batches=2",
+            "--trainer.limit_val_batches=1",
+            "--trainer.num_sanity_val_steps=0",
+            "--trainer.enable_progress_bar=false",
+            "--trainer.enable_model_summary=false",
+            *TINY_DATA,
+            *_sandbox(tmp_path),
+        ]
+    )
+    out = capsys.readouterr().out
+    log_dir = tmp_path / "runs" / "minilm_sentiment" / "version_0"
+    assert list(log_dir.glob("events.out.tfevents.*"))
+    assert (log_dir / "config.yaml").is_file()
+    assert f"tensorboard --logdir {tmp_path / 'runs'}" in out
+    assert f"logs: {log_dir}" in out
+
+
+def test_print_config(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["fit", "--config", str(_no_callbacks_recipe(tmp_path)), "--data.train_size=99", "--print_config"])
+    assert exit_info.value.code in (0, None)
+    config = yaml.safe_load(capsys.readouterr().out)
+    assert config["data"]["init_args"]["train_size"] == 99
+    assert config["model"]["init_args"]["learning_rate"] == pytest.approx(1e-4)
+
+
+def test_help_lists_subcommands(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["--help"])
+    assert exit_info.value.code in (0, None)
+    out = capsys.readouterr().out
+    for name in ("fit", "validate", "test", "demo"):
+        assert name in out
+    assert "predict" not in out
+
+
+def test_demo_without_recipe_fails_clearly(monkeypatch, tmp_path):
+    monkeypatch.setattr(cli, "DEMO_CONFIG", tmp_path / "missing.yaml")
+    with pytest.raises(SystemExit, match="demo recipe .*missing.yaml was not found"):
+        cli.main(["demo"])
+
+
+def test_demo_points_at_the_recipe():
+    assert cli.demo_config_path() == RECIPE
+
+
+def test_summary_table_from_callback_history(capsys):
+    monitor = SimpleNamespace(
+        history={
+            0: {"xai/GradSAM/deletion_auc": 0.25, "xai/Random/deletion_auc": 0.5},
+            1: {"xai/GradSAM/deletion_auc": 0.125},
+        }
+    )
+    trainer = SimpleNamespace(
+        is_global_zero=True, loggers=[], log_dir=None, callbacks=[object(), monitor], callback_metrics={}
+    )
+    cli.print_run_summary(trainer, "fit")
+    out = capsys.readouterr().out
+    assert "xai/GradSAM/deletion_auc" in out and "xai/Random/deletion_auc" in out
+    assert "0.2500" in out and "0.5000" in out and "0.1250" in out
+
+
+def test_summary_falls_back_to_callback_metrics(capsys):
+    import torch
+
+    trainer = SimpleNamespace(
+        is_global_zero=True,
+        loggers=[],
+        log_dir=None,
+        callbacks=[],
+        callback_metrics={"xai/GradSAM/deletion_auc": torch.tensor(0.75), "val/acc": 0.5},
+    )
+    cli.print_run_summary(trainer, "validate")
+    out = capsys.readouterr().out
+    assert "xai/GradSAM/deletion_auc" in out and "0.7500" in out and "val/acc" not in out
+
+
+def test_summary_only_on_rank_zero(capsys):
+    cli.print_run_summary(SimpleNamespace(is_global_zero=False), "fit")
+    assert capsys.readouterr().out == ""
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# NEEDS THE LEAD'S CODE: runs the real recipe, including the ExplanationMonitor / GradSAM / Random / DeletionAUC
+# callback block. It fails until lightning_xai.ExplanationMonitor, lightning_xai.explainers.{GradSAM,Random} and
+# lightning_xai.metrics.DeletionAUC exist and accept the recipe's init_args.
+# ---------------------------------------------------------------------------------------------------------------
+def test_demo_recipe_with_explanation_monitor(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    # Not fast_dev_run (its logger is a no-op): one short epoch whose validation holds num_samples=32 tweets.
+    cli.main(
+        [
+            "demo",
+            "--trainer.max_epochs=1",
+            "--trainer.limit_train_batches=1",
+            "--trainer.limit_val_batches=2",
+            "--trainer.num_sanity_val_steps=0",
+            "--trainer.enable_progress_bar=false",
+            "--data.train_size=32",
+            "--data.val_size=32",
+            "--data.test_size=16",
+            "--data.batch_size=16",
+            *_sandbox(tmp_path),
+        ]
+    )
+    out = capsys.readouterr().out
+    assert "fit finished" in out
+    assert "Explanation metrics" in out
+
+
+def test_text_classifier_module():
+    import torch
+
+    from lightning_xai.recipes import TextClassifier
+
+    module = TextClassifier(learning_rate=1e-3, warmup_ratio=0.5)
+    assert module.model.training  # from_pretrained leaves eval mode; fine-tuning needs dropout on
+    logits = module(
+        input_ids=torch.tensor([[101, 7592, 102], [101, 102, 0]]), attention_mask=torch.tensor([[1, 1, 1], [1, 1, 0]])
+    )
+    assert logits.shape == (2, 3)
+
+    module._trainer = SimpleNamespace(
+        estimated_stepping_batches=10, datamodule=SimpleNamespace(label_names=["a", "b", "c"])
+    )
+    module.setup("fit")
+    assert module.label_names == ["a", "b", "c"] and module.model.config.id2label == {0: "a", 1: "b", 2: "c"}
+
+    config = module.configure_optimizers()
+    decay, no_decay = config["optimizer"].param_groups
+    assert decay["weight_decay"] == 0.01 and no_decay["weight_decay"] == 0.0
+    names = {id(p): n for n, p in module.model.named_parameters()}
+    assert all("LayerNorm" in names[id(p)] or names[id(p)].endswith("bias") for p in no_decay["params"])
+    assert all(p.dim() == 2 for p in decay["params"])
+    assert config["lr_scheduler"]["interval"] == "step"
+    scheduler = config["lr_scheduler"]["scheduler"]
+    lrs = []
+    for _ in range(10):
+        lrs.append(scheduler.get_last_lr()[0])
+        config["optimizer"].step()
+        scheduler.step()
+    assert lrs[0] < lrs[4] < lrs[5] == pytest.approx(1e-3) and lrs[9] < lrs[6]
