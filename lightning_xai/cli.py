@@ -123,7 +123,7 @@ def print_run_summary(trainer: Trainer, stage: str = "fit") -> None:
         for logger in loggers:
             if isinstance(logger, TensorBoardLogger):
                 save_dir = shlex.quote(os.path.abspath(logger.save_dir))
-                print(f"  dashboard: tensorboard --logdir {save_dir}")
+                print(f"  dashboard: {_tensorboard_command()} --logdir {save_dir}")
     else:
         print("  no logger wrote files (none configured, or fast_dev_run).")
 
@@ -207,3 +207,13 @@ def main(argv: list[str] | None = None) -> None:
 
 if __name__ == "__main__":
     main()
+
+
+def _tensorboard_command() -> str:
+    """``tensorboard`` when it is on PATH, else the one installed beside this interpreter (e.g. ``.venv/bin``)."""
+    import shutil
+
+    if shutil.which("tensorboard"):
+        return "tensorboard"
+    beside = os.path.join(os.path.dirname(sys.executable), "tensorboard")
+    return shlex.quote(beside) if os.path.exists(beside) else "tensorboard"

@@ -249,7 +249,7 @@ class ExplanationMonitor(*_CALLBACK_BASES):  # type: ignore[misc]
         for key, value in values.items():
             if torch.isnan(value):
                 continue
-            pl_module.log(key, value, prog_bar=False, logger=True, on_epoch=True, on_step=False)
+            pl_module.log(key, value, prog_bar=False, logger=bool(trainer.loggers), on_epoch=True, on_step=False)
             logged[key] = float(value)
         self.history[epoch] = logged
         if heatmaps and trainer.is_global_zero:
