@@ -20,6 +20,7 @@ from lightning_xai.viz.text import (
     _figure_to_rgb,
     _font,
     _pt_to_px,
+    _put_text,
     _resolve_vmax,
     _TextMeasurer,
     _wrap_words,
@@ -166,15 +167,7 @@ def _draw_overlay(
     cbar.outline.set_linewidth(0.5)
 
     for text, prop, baseline in header:
-        fig.text(
-            _MARGIN_PX / width,
-            1.0 - baseline / height,
-            text,
-            fontproperties=prop,
-            va="baseline",
-            parse_math=False,
-            usetex=False,
-        )
+        _put_text(fig, text, _MARGIN_PX, baseline, prop)
     return _figure_to_rgb(canvas)
 
 

@@ -257,17 +257,7 @@ def _draw_token_heatmap(
     fig.figimage(canvas_rgb, xo=0, yo=0, origin="upper", resize=False)
 
     def put(text: str, px: float, baseline: float, prop: FontProperties, **kw: object) -> None:
-        # Figure-fraction coordinates from top-left pixel positions; parse_math off = literal text.
-        fig.text(
-            px / width,
-            1.0 - baseline / height,
-            text,
-            fontproperties=prop,
-            va="baseline",
-            parse_math=False,
-            usetex=False,
-            **kw,
-        )
+        _put_text(fig, text, px, baseline, prop, **kw)
 
     for text, prop, baseline in header:
         put(text, _MARGIN_PX, baseline, prop, color="black")
@@ -346,6 +336,21 @@ def _truncate_to_width(text: str, width_of: Callable[[str], float], max_width: f
         else:
             hi = mid - 1
     return text[:lo] + "…"
+
+
+def _put_text(fig: Figure, text: str, px: float, baseline: float, prop: FontProperties, **kw: object) -> None:
+    """Draw literal text (no mathtext, no TeX) with its baseline at a top-left pixel position."""
+    width, height = fig.get_size_inches() * fig.dpi
+    fig.text(
+        px / width,
+        1.0 - baseline / height,
+        text,
+        fontproperties=prop,
+        va="baseline",
+        parse_math=False,
+        usetex=False,
+        **kw,
+    )
 
 
 def _figure_to_rgb(canvas: FigureCanvasAgg) -> np.ndarray:
