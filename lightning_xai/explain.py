@@ -52,22 +52,29 @@ def gradients_enabled() -> Iterator[None]:
 
 
 @contextmanager
-def _embeddings_require_grad(model: nn.Module) -> Iterator[None]:
-    """Make the embedding output require grad so attention is differentiable even for a frozen model."""
+def recorded_input_embeddings(model: nn.Module) -> Iterator[list[Tensor]]:
+    """Record the output of ``model.get_input_embeddings()`` and make it require grad.
+
+    Requiring grad keeps attention differentiable even when every parameter is frozen; the recorded tensor is the
+    live input of the rest of the network (gradient x input methods read it). The hook is removed on exit.
+    """
+    recorded: list[Tensor] = []
     get_embeddings = getattr(model, "get_input_embeddings", None)
     embeddings = get_embeddings() if callable(get_embeddings) else None
     if not isinstance(embeddings, nn.Module):
-        yield
+        yield recorded
         return
 
     def hook(_module: nn.Module, _args: object, output: Tensor) -> Tensor | None:
-        if isinstance(output, Tensor) and output.is_floating_point() and not output.requires_grad:
-            return output.detach().requires_grad_()
-        return None
+        if not (isinstance(output, Tensor) and output.is_floating_point()):
+            return None
+        replaced = None if output.requires_grad else output.detach().requires_grad_()
+        recorded.append(output if replaced is None else replaced)
+        return replaced
 
     handle = embeddings.register_forward_hook(hook)
     try:
-        yield
+        yield recorded
     finally:
         handle.remove()
 
@@ -119,7 +126,7 @@ def explain(
     results: dict[str, Explanation] = {}
     with gradients_enabled():
         cloned = {key: value.clone() for key, value in inputs.items()}  # inference tensors -> autograd tensors
-        with capture.record() as record, _embeddings_require_grad(model):
+        with capture.record() as record, recorded_input_embeddings(model) as embeddings:
             logits = logits_of(model(**cloned))
         if not record.attentions:
             raise LightningXAIError(
@@ -135,6 +142,11 @@ def explain(
             valid_mask=valid,
             special_mask=special,
             target=resolve_target(target, logits, labels),
+            hidden_states=list(record.hidden_states) or None,
+            input_embeddings=embeddings[0] if len(embeddings) == 1 else None,
+            model=model,
+            capture=capture,
+            modality=modality,
         )
         detached_logits = logits.detach().float()
         for explainer in explainers:

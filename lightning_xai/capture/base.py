@@ -22,9 +22,12 @@ class AttentionRecord:
     Attributes:
         attentions: one ``[B, H, N, N]`` tensor per self-attention call, in call order (= layer order for
             encoders). They are the tensors that multiply the values, so ``d logit / d A`` is well defined.
+        hidden_states: the output ``[B, N, D]`` of every transformer layer, in call order (live graph tensors),
+            when the family can record them.
     """
 
     attentions: list[Tensor] = field(default_factory=list)
+    hidden_states: list[Tensor] = field(default_factory=list)
 
 
 class AttentionCapture(ABC):

@@ -129,12 +129,32 @@ class HFAttentionCapture(AttentionCapture):
         can_set = getattr(model, "_can_set_attn_implementation", None)
         return bool(getattr(model, "_supports_attention_backend", False)) and (can_set is None or bool(can_set()))
 
+    def layer_modules(self) -> list[nn.Module]:
+        """The transformer layers whose outputs are the hidden states (from ``_can_record_outputs``)."""
+        layer_types = tuple(
+            spec
+            for module in self.model.modules()
+            if isinstance(spec := (getattr(module, "_can_record_outputs", None) or {}).get("hidden_states"), type)
+        )
+        return [m for m in self.model.modules() if layer_types and isinstance(m, layer_types)]
+
     @contextmanager
     def record(self) -> Iterator[AttentionRecord]:
-        """Record attention for one pass; restores attention backend and per-module train mode on exit."""
+        """Record attention (and layer outputs) for one pass; restore backend, modes and hooks on exit.
+
+        Layer outputs are recorded with our own forward hooks, removed on exit: asking the model for
+        ``output_hidden_states`` would make transformers install permanent hooks (which also break pickling).
+        """
         model: PreTrainedModel = self.model  # type: ignore[assignment]
         previous = [(config, config._attn_implementation_internal) for config in _all_configs(model)]
         record = AttentionRecord()
+
+        def keep_output(_module: nn.Module, _args: object, output: Any) -> None:
+            hidden = output[0] if isinstance(output, (tuple, list)) else output
+            if isinstance(hidden, Tensor):
+                record.hidden_states.append(hidden)
+
+        handles = [layer.register_forward_hook(keep_output) for layer in self.layer_modules()]
         token = _ACTIVE_RECORD.set(record)
         try:
             with eval_mode(model):
@@ -143,4 +163,6 @@ class HFAttentionCapture(AttentionCapture):
         finally:
             for config, implementation in previous:
                 config._attn_implementation_internal = implementation
+            for handle in handles:
+                handle.remove()
             _ACTIVE_RECORD.reset(token)

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from lightning_xai.types import ModelInputs
+
+if TYPE_CHECKING:
+    from lightning_xai.capture.base import AttentionCapture
+    from lightning_xai.modalities.base import Modality
 
 
 @dataclass
@@ -23,6 +27,13 @@ class ForwardPass:
         valid_mask: ``[B, N]`` real (non-padding) tokens.
         special_mask: ``[B, N]`` special/prefix tokens and padding.
         target: ``[B]`` class explained per row.
+        hidden_states: every transformer layer's output ``[B, N, D]`` in layer order (live graph tensors), when
+            the capture family records them.
+        input_embeddings: ``[B, N, D]`` output of ``model.get_input_embeddings()`` in this forward (live, requires
+            grad; for ViT/DeiT the patch embeddings without prefix tokens), when the model has one.
+        model: the explained model (methods that need their own patched pass, e.g. LRP, re-run it).
+        capture: the model's capture family.
+        modality: the token bookkeeping of the inputs.
     """
 
     inputs: ModelInputs
@@ -31,7 +42,13 @@ class ForwardPass:
     valid_mask: Tensor
     special_mask: Tensor
     target: Tensor
+    hidden_states: list[Tensor] | None = None
+    input_embeddings: Tensor | None = None
+    model: nn.Module | None = field(default=None, repr=False)
+    capture: AttentionCapture | None = field(default=None, repr=False)
+    modality: Modality | None = field(default=None, repr=False)
     _attention_gradients: list[Tensor] | None = field(default=None, repr=False)
+    _cache: dict[str, Any] = field(default_factory=dict, repr=False)
 
     @property
     def target_score(self) -> Tensor:
@@ -63,7 +80,8 @@ class Explainer(ABC):
     name: ClassVar[str]
     #: True when negative relevance is meaningful (LRP); selects a diverging colour map.
     signed: ClassVar[bool] = False
-    #: What the method needs from the pass: ``"attentions"``, ``"attention_gradients"``.
+    #: What the method needs: ``"attentions"``, ``"attention_gradients"``, ``"hidden_states"``,
+    #: ``"input_embeddings"``, or ``"own_pass"`` (runs its own forward(s) on ``forward.model``, e.g. LRP rules).
     needs: ClassVar[frozenset[str]] = frozenset({"attentions"})
 
     @abstractmethod

@@ -76,3 +76,17 @@ def test_records_inside_inference_mode_with_gradients_enabled():
                 logits = model(**cloned).logits
             (grad,) = torch.autograd.grad(logits[:, 1].sum(), record.attentions[-1:])
     assert grad.shape == record.attentions[-1].shape
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_records_every_layer_output_with_hooks_removed_on_exit(family):
+    model = make_model(family, layers=3)
+    inputs = make_inputs(family)
+    before = model_snapshot(model)
+    with resolve_capture(model).record() as record:
+        model(**inputs)
+    assert_same_snapshot(before, model_snapshot(model))
+    assert len(record.hidden_states) == 3 and all(h.requires_grad for h in record.hidden_states)
+    reference = model(**inputs, output_hidden_states=True).hidden_states  # (embeddings, layer 1..3)
+    for ours, theirs in zip(record.hidden_states, reference[1:], strict=True):
+        torch.testing.assert_close(ours, theirs)
