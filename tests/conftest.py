@@ -11,7 +11,7 @@ torch.set_num_threads(2)
 
 
 @pytest.fixture
-def tokenizer(tmp_path_factory):
+def tokenizer():
     from helpers import make_tokenizer
 
-    return make_tokenizer(tmp_path_factory.mktemp("vocab"))
+    return make_tokenizer()

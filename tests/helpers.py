@@ -29,10 +29,9 @@ VOCAB = SPECIALS + WORDS + [f"##{w}" for w in ("s", "ing", "ed")]
 IMAGE_SIZE, PATCH = 16, 4
 
 
-def make_tokenizer(folder: Path) -> BertTokenizerFast:
-    vocab = Path(folder) / "vocab.txt"
-    vocab.write_text("\n".join(VOCAB) + "\n")
-    return BertTokenizerFast(vocab_file=str(vocab), do_lower_case=True)
+def make_tokenizer(folder: Path | None = None) -> BertTokenizerFast:
+    """A real WordPiece tokenizer over VOCAB (transformers v5 builds it from the vocab dict)."""
+    return BertTokenizerFast(vocab={word: i for i, word in enumerate(VOCAB)}, do_lower_case=True)
 
 
 def make_model(family: str, num_labels: int = 2, seed: int = 0, layers: int = 2) -> torch.nn.Module:

@@ -7,6 +7,7 @@ faithfulness metrics, logs the scores as scalars (``xai/<explainer>/<metric>``) 
 from __future__ import annotations
 
 import inspect
+import os
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, Literal
@@ -23,7 +24,7 @@ from lightning_xai.explain import Target, explain, logits_of
 from lightning_xai.explainers import Explainer, GradSAM
 from lightning_xai.metrics import DeletionAUC
 from lightning_xai.modalities import Modality, TextModality, VisionModality, select
-from lightning_xai.sinks import Sink, sinks_for
+from lightning_xai.sinks import EpochReport, FilesSink, ProbeSample, Sink, sinks_for
 from lightning_xai.types import Explanation, ModelInputs
 
 try:  # One class that both `lightning.pytorch.Trainer` and `pytorch_lightning.Trainer` accept as a callback.
@@ -98,6 +99,9 @@ class ExplanationMonitor(*_CALLBACK_BASES):  # type: ignore[misc]
         log_prefix: prefix of every logged key.
         on_error: ``"warn"`` (default): a failing explainer/metric is reported once and skipped, training goes on;
             ``"raise"``: the error surfaces with its context.
+        write_files: also write PNG/HTML heatmaps and a JSON line per epoch (scores + maps) on rank zero, whatever
+            the loggers (read by ``lightning-xai report``).
+        files_dir: where those files go (default: ``<trainer.log_dir>/xai``).
 
     Example::
 
@@ -132,6 +136,8 @@ class ExplanationMonitor(*_CALLBACK_BASES):  # type: ignore[misc]
         tokenizer: Any | None = None,
         log_prefix: str = "xai/",
         on_error: ErrorPolicy = "warn",
+        write_files: bool = True,
+        files_dir: str | None = None,
     ) -> None:
         super().__init__()
         if on_error not in ("warn", "raise"):
@@ -169,6 +175,8 @@ class ExplanationMonitor(*_CALLBACK_BASES):  # type: ignore[misc]
         self.tokenizer = tokenizer
         self.log_prefix = log_prefix
         self.on_error: ErrorPolicy = on_error
+        self.write_files = write_files
+        self.files_dir = files_dir
         #: epoch -> {logged key: value}, for every scheduled validation so far.
         self.history: dict[int, dict[str, float]] = {}
 
@@ -182,6 +190,7 @@ class ExplanationMonitor(*_CALLBACK_BASES):  # type: ignore[misc]
         self._scores: dict[tuple[str, str], Metric] = {}
         self._sinks: list[Sink] = []
         self._warned: set[tuple[str, str]] = set()
+        self._higher_is_better: dict[str, bool] = {}
         self._disabled_reason: str | None = None
 
     # ------------------------------------------------------------------------------------------------ Lightning
@@ -204,13 +213,9 @@ class ExplanationMonitor(*_CALLBACK_BASES):  # type: ignore[misc]
             (e.name, _metric_name(m)): m.clone() for e in self.explainers for m in self.metrics
         }
         self._sinks = sinks_for(trainer.loggers) if trainer.is_global_zero else []
-        if self.num_heatmaps and trainer.is_global_zero and not self._sinks and trainer.loggers:
-            self._warn_once(
-                "sinks",
-                "no heatmap sink for the configured loggers "
-                f"({', '.join(type(lg).__name__ for lg in trainer.loggers)}); scalars are still logged. "
-                "Heatmaps need a TensorBoardLogger.",
-            )
+        if self.write_files and trainer.is_global_zero:
+            directory = self.files_dir or os.path.join(trainer.log_dir or trainer.default_root_dir, "xai")
+            self._sinks.append(FilesSink(directory))
 
     def on_validation_batch_end(
         self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int, dataloader_idx: int = 0
@@ -243,7 +248,7 @@ class ExplanationMonitor(*_CALLBACK_BASES):  # type: ignore[misc]
             self._warn_once("probe", "no validation samples were seen, nothing to explain")
             return
         with _preserved_rng(pl_module.device):
-            values, heatmaps = self._explain_probe_set(pl_module.device)
+            values, samples, relevance = self._explain_probe_set(pl_module.device, trainer.is_global_zero)
         epoch = int(trainer.current_epoch)
         logged: dict[str, float] = {}
         for key, value in values.items():
@@ -252,9 +257,22 @@ class ExplanationMonitor(*_CALLBACK_BASES):  # type: ignore[misc]
             pl_module.log(key, value, prog_bar=False, logger=bool(trainer.loggers), on_epoch=True, on_step=False)
             logged[key] = float(value)
         self.history[epoch] = logged
-        if heatmaps and trainer.is_global_zero:
+        if trainer.is_global_zero and self._sinks:
+            report = EpochReport(
+                epoch=epoch,
+                step=int(trainer.global_step),
+                prefix=self.log_prefix,
+                scalars=logged,
+                higher_is_better={key: self._higher_is_better.get(key, False) for key in logged},
+                samples=samples,
+                images=self._render(samples),
+                relevance=relevance,
+            )
             for sink in self._sinks:
-                sink.log_images(heatmaps, step=int(trainer.global_step))
+                try:
+                    sink.log_epoch(report)
+                except Exception as error:
+                    self._handle_error(f"the {type(sink).__name__}", error)
 
     def state_dict(self) -> dict[str, Any]:
         """The history of logged values (plain types)."""
@@ -293,7 +311,9 @@ class ExplanationMonitor(*_CALLBACK_BASES):  # type: ignore[misc]
             )
         return TextModality.from_tokenizer(tokenizer)
 
-    def _explain_probe_set(self, device: torch.device) -> tuple[dict[str, Tensor], dict[str, np.ndarray]]:
+    def _explain_probe_set(
+        self, device: torch.device, keep_maps: bool
+    ) -> tuple[dict[str, Tensor], list[ProbeSample], dict[str, np.ndarray]]:
         assert self._model is not None and self._modality is not None and self._capture is not None
         model, modality = self._model, self._modality
         probe = modality.collate(self._probe_inputs)
@@ -304,8 +324,8 @@ class ExplanationMonitor(*_CALLBACK_BASES):  # type: ignore[misc]
         def forward(inputs: ModelInputs) -> Tensor:
             return logits_of(model(**inputs))
 
-        heatmap_rows: dict[str, list[Explanation]] = {}
-        heatmap_inputs: list[ModelInputs] = []
+        samples: list[ProbeSample] = []
+        relevance: dict[str, list[np.ndarray]] = {}
         total = _rows(probe)
         for start in range(0, total, self.batch_size):
             rows = slice(start, min(start + self.batch_size, total))
@@ -337,62 +357,78 @@ class ExplanationMonitor(*_CALLBACK_BASES):  # type: ignore[misc]
                             metric.update(forward, chunk, explanation, modality)
                         except Exception as error:
                             self._handle_error(f"metric {metric_name!r} on {name!r}", error)
-            if start < self.num_heatmaps:
-                keep = min(self.num_heatmaps - start, rows.stop - start)
-                heatmap_inputs.append({k: v[:keep].cpu() for k, v in chunk.items()})
+            if keep_maps and maps:
                 for name, explanation in maps.items():
-                    heatmap_rows.setdefault(name, []).append(_head(explanation, keep))
+                    relevance.setdefault(name, []).append(explanation.relevance[explanation.content_mask].cpu().numpy())
+                samples.extend(self._probe_samples(start, chunk, chunk_labels, maps))
 
         values: dict[str, Tensor] = {}
         for (explainer_name, metric_name), metric in self._scores.items():
+            key = f"{self.log_prefix}{explainer_name}/{metric_name}"
+            self._higher_is_better[key] = bool(getattr(metric, "higher_is_better", False))
             try:
                 if getattr(metric, "_update_count", 1) == 0 and not _is_distributed():
                     continue
-                values[f"{self.log_prefix}{explainer_name}/{metric_name}"] = metric.compute().detach().float()
+                values[key] = metric.compute().detach().float()
             except Exception as error:
                 self._handle_error(f"metric {metric_name!r} on {explainer_name!r}", error)
             finally:
                 metric.reset()
-        images = self._render(heatmap_inputs, heatmap_rows) if heatmap_inputs else {}
-        return values, images
+        return values, samples, {name: np.concatenate(parts) for name, parts in relevance.items()}
 
-    def _render(self, inputs_parts: list[ModelInputs], rows: dict[str, list[Explanation]]) -> dict[str, np.ndarray]:
+    def _probe_samples(
+        self, start: int, chunk: ModelInputs, labels: Tensor | None, maps: dict[str, Explanation]
+    ) -> list[ProbeSample]:
+        """Dashboard view of the chunk's rows that are among the first ``num_heatmaps`` probe samples."""
+        assert self._modality is not None and self._model is not None
+        names = _label_names(self._model)
+        first = next(iter(maps.values()))
+        count = max(0, min(self.num_heatmaps - start, first.relevance.shape[0]))
+        samples = []
+        for i in range(count):
+            probs = None if first.logits is None else first.logits[i].softmax(-1)
+            prediction = None if probs is None else int(probs.argmax())
+            common: dict[str, Any] = dict(
+                index=start + i,
+                label=None if labels is None else names.get(int(labels[i]), str(int(labels[i]))),
+                prediction=None if prediction is None else names.get(prediction, str(prediction)),
+                probability=None if probs is None or prediction is None else float(probs[prediction]),
+                explained=names.get(int(first.target[i]), str(int(first.target[i]))),
+                signed={name: e.signed for name, e in maps.items()},
+            )
+            if isinstance(self._modality, VisionModality):
+                single = {k: v[i : i + 1] for k, v in chunk.items()}
+                grids = {n: self._modality.patch_map(e.relevance[i : i + 1], single)[0].cpu().numpy()
+                         for n, e in maps.items()}
+                image = single["pixel_values"][0].detach().float().cpu().numpy()
+                samples.append(ProbeSample(**common, image=image, maps=grids))
+            else:
+                assert isinstance(self._modality, TextModality)
+                content = first.content_mask[i]
+                tokens = self._modality.tokens(chunk["input_ids"][i][content].cpu())
+                scores = {n: e.relevance[i][e.content_mask[i]].cpu().numpy() for n, e in maps.items()}
+                samples.append(ProbeSample(**common, tokens=tokens, maps=scores))
+        return samples
+
+    def _render(self, samples: list[ProbeSample]) -> dict[str, np.ndarray]:
         from lightning_xai.viz import render_image_overlay, render_token_heatmap
 
-        assert self._modality is not None and self._model is not None
-        inputs = self._modality.collate(inputs_parts)
-        label_parts = [lb for lb in self._probe_labels if lb is not None]
-        labels = torch.cat(label_parts) if len(label_parts) == len(self._probe_labels) and label_parts else None
-        names = _label_names(self._model)
         images: dict[str, np.ndarray] = {}
-        for method, parts in rows.items():
-            explanation = _concat(parts)
-            for i in range(explanation.relevance.shape[0]):
-                title = f"{method} · sample {i}"
-                caption = _caption(explanation, i, labels, names)
+        for sample in samples:
+            for method, values in sample.maps.items():
+                title = f"{method} · sample {sample.index}"
+                signed = sample.signed.get(method, False)
                 try:
-                    if isinstance(self._modality, VisionModality):
-                        single = {k: v[i : i + 1] for k, v in inputs.items()}
-                        grid = self._modality.patch_map(explanation.relevance[i : i + 1], single)[0]
-                        image = render_image_overlay(
-                            single["pixel_values"][0].float().numpy(),
-                            grid.numpy(),
-                            title=title,
-                            caption=caption,
-                            signed=explanation.signed,
-                        )
+                    if sample.image is not None:
+                        image = render_image_overlay(sample.image, values, title=title, caption=sample.caption(),
+                                                     signed=signed)
                     else:
-                        assert isinstance(self._modality, TextModality)
-                        content = explanation.content_mask[i]
-                        tokens = self._modality.tokens(inputs["input_ids"][i][content])
-                        scores = explanation.relevance[i][content].numpy()
-                        image = render_token_heatmap(
-                            tokens, scores, title=title, caption=caption, signed=explanation.signed
-                        )
+                        image = render_token_heatmap(sample.tokens or [], values, title=title,
+                                                     caption=sample.caption(), signed=signed)
                 except Exception as error:
                     self._handle_error(f"rendering the {method!r} heatmap", error)
                     continue
-                images[f"{self.log_prefix}{method}/heatmap/sample_{i:02d}"] = image
+                images[f"{self.log_prefix}{method}/heatmap/sample_{sample.index:02d}"] = image
         return images
 
     def _handle_error(self, where: str, error: BaseException) -> None:
@@ -437,54 +473,8 @@ def _is_distributed() -> bool:
     return torch.distributed.is_available() and torch.distributed.is_initialized()
 
 
-def _head(explanation: Explanation, n: int) -> Explanation:
-    return Explanation(
-        explanation.method,
-        explanation.relevance[:n].cpu(),
-        explanation.valid_mask[:n].cpu(),
-        explanation.special_mask[:n].cpu(),
-        explanation.target[:n].cpu(),
-        explanation.signed,
-        None if explanation.logits is None else explanation.logits[:n].cpu(),
-    )
-
-
-def _concat(parts: list[Explanation]) -> Explanation:
-    # text chunks may differ in width: right-pad with zero relevance / invalid positions
-    width = max(p.relevance.shape[1] for p in parts)
-
-    def pad(t: Tensor, value: float | bool) -> Tensor:
-        return torch.nn.functional.pad(t, (0, width - t.shape[1]), value=value)
-
-    first = parts[0]
-    logits = None if any(p.logits is None for p in parts) else torch.cat([p.logits for p in parts])  # type: ignore
-    return Explanation(
-        first.method,
-        torch.cat([pad(p.relevance, 0.0) for p in parts]),
-        torch.cat([pad(p.valid_mask, False) for p in parts]),
-        torch.cat([pad(p.special_mask, True) for p in parts]),
-        torch.cat([p.target for p in parts]),
-        first.signed,
-        logits,
-    )
-
-
 def _label_names(model: nn.Module) -> dict[int, str]:
     id2label = getattr(getattr(model, "config", None), "id2label", None) or {}
     return {int(k): str(v) for k, v in id2label.items()}
 
-
-def _caption(explanation: Explanation, i: int, labels: Tensor | None, names: dict[int, str]) -> str:
-    def name(index: int) -> str:
-        return names.get(index, str(index))
-
-    parts = []
-    if labels is not None and i < labels.shape[0]:
-        parts.append(f"label: {name(int(labels[i]))}")
-    if explanation.logits is not None:
-        probs = explanation.logits[i].softmax(-1)
-        pred = int(probs.argmax())
-        parts.append(f"pred: {name(pred)} (p={float(probs[pred]):.2f})")
-    parts.append(f"explained: {name(int(explanation.target[i]))}")
-    return " · ".join(parts)
 

@@ -1,12 +1,14 @@
-"""Sinks for rendered heatmaps: one file per logger plus one registration line here."""
+"""Sinks for the per-epoch explanation record: one file per logger plus one registration line here."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 from typing import Any
 
-from lightning_xai.sinks.base import Sink
+from lightning_xai.sinks.base import EpochReport, ProbeSample, Sink
+from lightning_xai.sinks.files import FilesSink
 from lightning_xai.sinks.tensorboard import TensorBoardSink
+from lightning_xai.sinks.wandb import WandbSink
 
 _SINKS: list[type[Sink]] = []
 
@@ -24,5 +26,7 @@ def sinks_for(loggers: Iterable[Any]) -> list[Sink]:
 
 
 register_sink(TensorBoardSink)
+register_sink(WandbSink)
 
-__all__ = ["Sink", "TensorBoardSink", "register_sink", "sinks_for"]
+__all__ = ["EpochReport", "FilesSink", "ProbeSample", "Sink", "TensorBoardSink", "WandbSink", "register_sink",
+           "sinks_for"]

@@ -1,25 +1,54 @@
-"""TensorBoard: heatmaps as images (the text plugin sanitises HTML, so token heatmaps are rendered PNGs)."""
+"""TensorBoard: heatmaps as images, relevance histograms, and a custom-scalars dashboard.
+
+The text plugin sanitises HTML, so token heatmaps are rendered PNGs. A custom-scalars layout is registered once
+per run: for each metric one chart with every method's curve, so the CUSTOM SCALARS tab is a ready
+explanation-quality dashboard.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
+from lightning_xai.sinks.base import EpochReport, Sink, logger_class_names
 
-from lightning_xai.sinks.base import Sink, logger_class_names
+
+def custom_scalars_layout(keys: list[str], prefix: str) -> dict[str, dict[str, list[Any]]]:
+    """``{category: {metric: ["Multiline", [keys of every method]]}}`` for ``add_custom_scalars``.
+
+    Example:
+        >>> layout = custom_scalars_layout(["xai/grad_sam/deletion_auc", "xai/random/deletion_auc"], "xai/")
+        >>> layout["explanation quality"]["deletion_auc"]
+        ['Multiline', ['xai/grad_sam/deletion_auc', 'xai/random/deletion_auc']]
+    """
+    charts: dict[str, list[str]] = {}
+    for key in keys:
+        metric = key[len(prefix) :].split("/", 1)[-1] if key.startswith(prefix) else key
+        charts.setdefault(metric, []).append(key)
+    return {"explanation quality": {metric: ["Multiline", tags] for metric, tags in sorted(charts.items())}}
 
 
 class TensorBoardSink(Sink):
-    """Writes images with ``SummaryWriter.add_image`` to a Lightning ``TensorBoardLogger``."""
+    """Writes to a Lightning ``TensorBoardLogger``'s ``SummaryWriter``."""
+
+    def __init__(self, logger: Any) -> None:
+        super().__init__(logger)
+        self._layout_keys: set[str] = set()
 
     @classmethod
     def accepts(cls, logger: Any) -> bool:
         """Lightning's ``TensorBoardLogger`` (either package)."""
         return "TensorBoardLogger" in logger_class_names(logger)
 
-    def log_images(self, images: dict[str, np.ndarray], step: int) -> None:
-        """One ``add_image`` per tag, HWC."""
+    def log_epoch(self, report: EpochReport) -> None:
+        """Images, histograms, and the custom-scalars layout (re-registered only when new keys appear)."""
         writer = self.logger.experiment
-        for tag, image in images.items():
-            writer.add_image(tag, image, global_step=step, dataformats="HWC")
+        keys = set(report.scalars)
+        if keys - self._layout_keys:
+            self._layout_keys |= keys
+            writer.add_custom_scalars(custom_scalars_layout(sorted(self._layout_keys), report.prefix))
+        for tag, image in report.images.items():
+            writer.add_image(tag, image, global_step=report.step, dataformats="HWC")
+        for method, values in report.relevance.items():
+            if values.size:
+                writer.add_histogram(f"{report.prefix}{method}/relevance", values, global_step=report.step)
         writer.flush()

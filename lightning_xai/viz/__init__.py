@@ -1,10 +1,11 @@
-"""Pure rendering functions: explanation scores (numpy) in, RGB uint8 ``[H, W, 3]`` images out.
+"""Pure rendering functions: explanation scores (numpy) in, RGB uint8 ``[H, W, 3]`` images or escaped HTML out.
 
 Everything uses matplotlib's object API with the Agg canvas (no ``pyplot``, no global state), so it works
 headless and from any thread.
 """
 
+from lightning_xai.viz.html import token_heatmap_html
 from lightning_xai.viz.image import render_image_overlay
 from lightning_xai.viz.text import merge_wordpieces, render_token_heatmap
 
-__all__ = ["merge_wordpieces", "render_image_overlay", "render_token_heatmap"]
+__all__ = ["merge_wordpieces", "render_image_overlay", "render_token_heatmap", "token_heatmap_html"]

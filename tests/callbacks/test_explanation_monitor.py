@@ -25,7 +25,7 @@ def _trainer(pl, tmp_path, callbacks, logger=True, **kwargs):
         logger = pl.loggers.TensorBoardLogger(str(tmp_path), name="run", version=0)
     options = dict(max_epochs=2, logger=logger, callbacks=callbacks, enable_progress_bar=False,
                    enable_model_summary=False, enable_checkpointing=False, deterministic=True,
-                   num_sanity_val_steps=2, log_every_n_steps=1)
+                   num_sanity_val_steps=2, log_every_n_steps=1, default_root_dir=str(tmp_path))
     options.update(kwargs)
     return pl.Trainer(**options)
 

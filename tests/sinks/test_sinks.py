@@ -1,0 +1,139 @@
+import glob
+import json
+import os
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+from helpers import lightning_package, make_text_module_class, text_loaders
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from lightning_xai import ExplanationMonitor
+from lightning_xai.explainers import GradSAM, Random
+from lightning_xai.metrics import DeletionAUC
+from lightning_xai.sinks import EpochReport, FilesSink, ProbeSample, WandbSink
+from lightning_xai.sinks.files import JSONL_NAME
+from lightning_xai.viz import token_heatmap_html
+
+pl = lightning_package("lightning.pytorch")
+HOSTILE = ["<script>alert(1)</script>", '"onmouseover=alert(2)', "&amp;", "<img src=x onerror=alert(3)>"]
+
+
+def _fit(tmp_path, tokenizer, logger, epochs=2, **monitor_args):
+    module = make_text_module_class(pl)(tokenizer)
+    train, val = text_loaders()
+    monitor = ExplanationMonitor(explainers=[GradSAM(), Random()], metrics=[DeletionAUC(steps=3)], num_samples=6,
+                                 num_heatmaps=2, **monitor_args)
+    trainer = pl.Trainer(max_epochs=epochs, logger=logger, callbacks=[monitor], enable_progress_bar=False,
+                         enable_model_summary=False, enable_checkpointing=False, default_root_dir=str(tmp_path))
+    trainer.fit(module, train, val)
+    return monitor, trainer
+
+
+def test_tensorboard_custom_scalars_histograms_and_images(tmp_path, tokenizer):
+    logger = pl.loggers.TensorBoardLogger(str(tmp_path), name="run", version=0)
+    monitor, _ = _fit(tmp_path, tokenizer, logger)
+    events = EventAccumulator(str(tmp_path / "run" / "version_0"), size_guidance={"histograms": 0, "images": 0})
+    events.Reload()
+    tags = events.Tags()
+    assert {"xai/grad_sam/relevance", "xai/random/relevance"} <= set(tags["histograms"])
+    assert len(events.Histograms("xai/grad_sam/relevance")) == 2
+    assert "xai/grad_sam/heatmap/sample_01" in tags["images"]
+    # the custom-scalars layout lives in its plugin's config event
+    from tensorboard.plugins.custom_scalar import layout_pb2, metadata
+
+    config_tag = metadata.CONFIG_SUMMARY_TAG
+    assert config_tag in tags["tensors"]
+    layout = layout_pb2.Layout()
+    layout.ParseFromString(events.Tensors(config_tag)[-1].tensor_proto.string_val[0])
+    charts = {chart.title: list(chart.multiline.tag) for cat in layout.category for chart in cat.chart}
+    assert charts == {"deletion_auc": ["xai/grad_sam/deletion_auc", "xai/random/deletion_auc"]}
+
+
+def test_files_sink_with_csv_logger_writes_jsonl_png_and_html(tmp_path, tokenizer):
+    logger = pl.loggers.CSVLogger(str(tmp_path), name="csv", version=0)
+    monitor, trainer = _fit(tmp_path, tokenizer, logger)
+    root = tmp_path / "csv" / "version_0" / "xai"
+    lines = [json.loads(line) for line in (root / JSONL_NAME).read_text().splitlines()]
+    assert [line["epoch"] for line in lines] == [0, 1]
+    for line in lines:
+        assert line["scalars"] == monitor.history[line["epoch"]]
+        assert line["higher_is_better"] == {k: False for k in line["scalars"]}
+        assert [s["index"] for s in line["samples"]] == [0, 1]
+        for sample in line["samples"]:
+            assert set(sample["maps"]) == {"grad_sam", "random"}
+            assert all(len(m) == len(sample["tokens"]) for m in sample["maps"].values())
+            assert None not in sample["tokens"]
+    for epoch in ("epoch_000", "epoch_001"):
+        for method in ("grad_sam", "random"):
+            png = root / epoch / method / "sample_00.png"
+            assert png.read_bytes()[1:4] == b"PNG"
+            assert "<span" in (root / epoch / method / "sample_01.html").read_text()
+
+
+def test_wandb_offline_writes_images_html_and_a_table_per_epoch(tmp_path, tokenizer, monkeypatch):
+    pytest.importorskip("wandb")
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path))
+    logger = pl.loggers.WandbLogger(offline=True, save_dir=str(tmp_path), project="xai-test")
+    monitor, _ = _fit(tmp_path, tokenizer, logger)
+    import wandb
+
+    run_dir = logger.experiment.dir
+    wandb.finish()
+    media = os.path.join(run_dir, "media")
+    images = glob.glob(os.path.join(media, "images", "xai", "grad_sam", "heatmap", "sample_00_*.png"))
+    assert len(images) == 2  # one per epoch
+    html = glob.glob(os.path.join(media, "html", "xai", "random", "tokens", "sample_01_*.html"))
+    assert len(html) == 2
+    tables = sorted(glob.glob(os.path.join(media, "table", "xai", "probe_samples_*.table.json")))
+    assert len(tables) == 2
+    table = json.loads(open(tables[0]).read())
+    assert table["columns"] == ["sample", "input", "label", "prediction", "probability", "explained",
+                                "grad_sam top tokens", "random top tokens"]
+    assert [row[0] for row in table["data"]] == [0, 1]
+    assert all(row[2] in ("LABEL_0", "LABEL_1") for row in table["data"])
+
+
+def _hostile_report(prefix="xai/"):
+    sample = ProbeSample(index=0, label=HOSTILE[0], prediction=HOSTILE[1], probability=0.5, explained=HOSTILE[2],
+                         tokens=list(HOSTILE), maps={"m": np.arange(4.0)}, signed={"m": False})
+    return EpochReport(epoch=0, step=0, prefix=prefix, scalars={"xai/m/x": 1.0}, higher_is_better={"xai/m/x": True},
+                       samples=[sample], images={})
+
+
+def _assert_inert(page: str):
+    assert "<script" not in page and "<img" not in page
+    assert '"onmouseover' not in page
+    assert "&amp;amp;" in page  # the literal token "&amp;" stays text
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+
+
+def test_every_html_path_escapes_tokens_labels_and_captions(tmp_path, monkeypatch):
+    # 1. the renderer itself
+    _assert_inert(token_heatmap_html(HOSTILE, np.arange(4.0), title=HOSTILE[0], caption=HOSTILE[1], merge=False))
+    # 2. the files sink (standalone pages)
+    FilesSink(tmp_path).log_epoch(_hostile_report())
+    page = (tmp_path / "epoch_000" / "m" / "sample_00.html").read_text()
+    assert page.startswith("<!DOCTYPE html>")
+    _assert_inert(page)
+    # 3. the W&B sink (what it hands to wandb.Html)
+    logged = {}
+    fake_wandb_logger = SimpleNamespace(experiment=SimpleNamespace(define_metric=lambda *a, **k: None),
+                                        log_metrics=lambda payload, step: logged.update(payload))
+    pytest.importorskip("wandb")
+    WandbSink(fake_wandb_logger).log_epoch(_hostile_report())
+    _assert_inert(logged["xai/m/tokens/sample_00"].html)
+
+
+def test_nothing_is_written_from_non_zero_ranks(tmp_path, tokenizer):
+    monitor = ExplanationMonitor(tokenizer=tokenizer, files_dir=str(tmp_path / "xai"))
+    module = make_text_module_class(pl)(tokenizer)
+    trainer = SimpleNamespace(is_global_zero=False, loggers=[pl.loggers.CSVLogger(str(tmp_path))], log_dir=None,
+                              default_root_dir=str(tmp_path), datamodule=None)
+    monitor.setup(trainer, module, "fit")
+    assert monitor._sinks == []
+    trainer.is_global_zero = True
+    monitor.setup(trainer, module, "fit")
+    assert [type(s).__name__ for s in monitor._sinks] == ["FilesSink"]
