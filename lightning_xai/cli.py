@@ -44,7 +44,8 @@ _SUBCOMMANDS = ("fit", "validate", "test")
 _DESCRIPTION = (
     "Fine-tune transformers with Lightning while monitoring the quality of their explanations. "
     "Subcommands: fit, validate, test (LightningCLI; pass --config recipe.yaml) and "
-    "'demo' (= fit --config recipes/minilm_sentiment.yaml [extra arguments])."
+    "'demo' (= fit --config recipes/minilm_sentiment.yaml [extra arguments]), "
+    "'report RUN_DIR -o report.html' (a self-contained HTML report of a monitored run)."
 )
 
 
@@ -148,6 +149,37 @@ def print_run_summary(trainer: Trainer, stage: str = "fit") -> None:
         print("  no explanation metrics were logged (add lightning_xai.ExplanationMonitor to trainer.callbacks).")
 
 
+def _tensorboard_command() -> str:
+    """``tensorboard`` when it is on PATH, else the one installed beside this interpreter (e.g. ``.venv/bin``)."""
+    import shutil
+
+    if shutil.which("tensorboard"):
+        return "tensorboard"
+    beside = os.path.join(os.path.dirname(sys.executable), "tensorboard")
+    return shlex.quote(beside) if os.path.exists(beside) else "tensorboard"
+
+
+def _report(argv: list[str]) -> None:
+    """``lightning-xai report RUN_DIR -o report.html``: a self-contained HTML report of a monitored run."""
+    import argparse
+
+    from lightning_xai.report import write_report
+
+    parser = argparse.ArgumentParser(
+        prog="lightning-xai report",
+        description="Write a self-contained HTML report (metric curves, method agreement, heatmap evolution) of a "
+        "run monitored by ExplanationMonitor.",
+    )
+    parser.add_argument("run_dir", help="the run's log directory (or its xai/ folder, or explanations.jsonl)")
+    parser.add_argument("-o", "--output", default="report.html", help="HTML file to write (default: report.html)")
+    options = parser.parse_args(argv)
+    try:
+        path = write_report(options.run_dir, options.output)
+    except (FileNotFoundError, ValueError) as err:
+        raise SystemExit(f"lightning-xai report: {err}") from err
+    print(f"[lightning-xai] report written to {os.path.abspath(path)}")
+
+
 class XAICLI(LightningCLI):
     """LightningCLI limited to ``fit``/``validate``/``test`` that prints :func:`print_run_summary` after each."""
 
@@ -187,6 +219,9 @@ def main(argv: list[str] | None = None) -> None:
         argv: Command-line arguments without the program name; ``None`` reads ``sys.argv[1:]``.
     """
     args = list(sys.argv[1:] if argv is None else argv)
+    if args and args[0] == "report":
+        _report(args[1:])
+        return
     if args and args[0] == "demo":
         try:
             args = ["fit", "--config", str(demo_config_path()), *args[1:]]
@@ -208,12 +243,3 @@ def main(argv: list[str] | None = None) -> None:
 if __name__ == "__main__":
     main()
 
-
-def _tensorboard_command() -> str:
-    """``tensorboard`` when it is on PATH, else the one installed beside this interpreter (e.g. ``.venv/bin``)."""
-    import shutil
-
-    if shutil.which("tensorboard"):
-        return "tensorboard"
-    beside = os.path.join(os.path.dirname(sys.executable), "tensorboard")
-    return shlex.quote(beside) if os.path.exists(beside) else "tensorboard"
