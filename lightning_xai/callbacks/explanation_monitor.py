@@ -411,7 +411,7 @@ class ExplanationMonitor(*_CALLBACK_BASES):  # type: ignore[misc]
         return samples
 
     def _render(self, samples: list[ProbeSample]) -> dict[str, np.ndarray]:
-        from lightning_xai.viz import render_image_overlay, render_token_heatmap
+        from lightning_xai.viz import compose_grid, render_image_overlay, render_token_heatmap
 
         images: dict[str, np.ndarray] = {}
         for sample in samples:
@@ -429,6 +429,12 @@ class ExplanationMonitor(*_CALLBACK_BASES):  # type: ignore[misc]
                     self._handle_error(f"rendering the {method!r} heatmap", error)
                     continue
                 images[f"{self.log_prefix}{method}/heatmap/sample_{sample.index:02d}"] = image
+            tags = [f"{self.log_prefix}{method}/heatmap/sample_{sample.index:02d}" for method in sample.maps]
+            rendered = [images[tag] for tag in tags if tag in images]
+            if len(rendered) > 1:  # every method side by side, for comparing them on one sample
+                images[f"{self.log_prefix}compare/heatmap/sample_{sample.index:02d}"] = compose_grid(
+                    rendered, columns=1 if sample.tokens is not None else None
+                )
         return images
 
     def _handle_error(self, where: str, error: BaseException) -> None:

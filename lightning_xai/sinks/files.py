@@ -6,6 +6,7 @@ Always written on rank zero, whatever the loggers (CSVLogger, MLflowLogger, none
     explanations.jsonl                      one line per scheduled validation: scalars + probe samples' maps
     epoch_003/grad_sam/sample_00.png        rendered heatmap
     epoch_003/grad_sam/sample_00.html       token heatmap (text), every string escaped
+    evolution/grad_sam/sample_00.png        the sample's heatmaps of every epoch so far, oldest first
 """
 
 from __future__ import annotations
@@ -82,6 +83,7 @@ class FilesSink(Sink):
             path = epoch_dir / _safe(method) / f"{_safe(name)}.png"
             path.parent.mkdir(parents=True, exist_ok=True)
             write_png(path, image)
+            self._write_evolution(_safe(method), f"{_safe(name)}.png")
         for sample in report.samples:
             if sample.tokens is None:
                 continue
@@ -92,3 +94,16 @@ class FilesSink(Sink):
                 page = token_heatmap_html(sample.tokens, np.asarray(values), title=title, caption=sample.caption(),
                                           signed=sample.signed.get(method, False), standalone=True)
                 path.write_text(page, encoding="utf-8")
+
+    def _write_evolution(self, method: str, name: str) -> None:
+        """Rebuild ``evolution/<method>/<name>`` from every epoch's PNG of that sample (small: a few images)."""
+        from matplotlib.image import imread
+
+        from lightning_xai.viz import evolution_strip
+        from lightning_xai.viz.png import write_png
+
+        frames = sorted(self.directory.glob(f"epoch_*/{method}/{name}"))
+        images = [(imread(frame)[..., :3] * 255).round().astype(np.uint8) for frame in frames]
+        target = self.directory / "evolution" / method / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        write_png(target, evolution_strip(images))

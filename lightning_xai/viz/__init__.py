@@ -4,8 +4,16 @@ Everything uses matplotlib's object API with the Agg canvas (no ``pyplot``, no g
 headless and from any thread.
 """
 
+from lightning_xai.viz.compose import compose_grid, evolution_strip
 from lightning_xai.viz.html import token_heatmap_html
 from lightning_xai.viz.image import render_image_overlay
 from lightning_xai.viz.text import merge_wordpieces, render_token_heatmap
 
-__all__ = ["merge_wordpieces", "render_image_overlay", "render_token_heatmap", "token_heatmap_html"]
+__all__ = [
+    "compose_grid",
+    "evolution_strip",
+    "merge_wordpieces",
+    "render_image_overlay",
+    "render_token_heatmap",
+    "token_heatmap_html",
+]

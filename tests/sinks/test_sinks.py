@@ -137,3 +137,18 @@ def test_nothing_is_written_from_non_zero_ranks(tmp_path, tokenizer):
     trainer.is_global_zero = True
     monitor.setup(trainer, module, "fit")
     assert [type(s).__name__ for s in monitor._sinks] == ["FilesSink"]
+
+
+def test_method_grid_and_evolution_strips(tmp_path, tokenizer):
+    from matplotlib.image import imread
+
+    logger = pl.loggers.CSVLogger(str(tmp_path), name="csv", version=0)
+    _fit(tmp_path, tokenizer, logger, epochs=3)
+    root = tmp_path / "csv" / "version_0" / "xai"
+    single = imread(root / "epoch_002" / "grad_sam" / "sample_00.png")
+    grid = imread(root / "epoch_002" / "compare" / "sample_00.png")
+    assert grid.shape[0] > 1.9 * single.shape[0]  # two methods stacked
+    strip = imread(root / "evolution" / "grad_sam" / "sample_00.png")
+    assert strip.shape[0] > 2.9 * single.shape[0] and strip.shape[1] == single.shape[1]  # three epochs stacked
+    np.testing.assert_array_equal(strip[: single.shape[0], :, :3], imread(root / "epoch_000" / "grad_sam" /
+                                                                         "sample_00.png")[..., :3])
