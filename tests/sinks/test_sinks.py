@@ -125,6 +125,10 @@ def test_every_html_path_escapes_tokens_labels_and_captions(tmp_path, monkeypatc
     pytest.importorskip("wandb")
     WandbSink(fake_wandb_logger).log_epoch(_hostile_report())
     _assert_inert(logged["xai/m/tokens/sample_00"].html)
+    # 4. the static run report (labels, predictions, tokens and method names from the JSONL)
+    from lightning_xai.report import build_report
+
+    _assert_inert(build_report(tmp_path))
 
 
 def test_nothing_is_written_from_non_zero_ranks(tmp_path, tokenizer):
