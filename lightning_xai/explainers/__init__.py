@@ -2,7 +2,7 @@
 
 Example:
     >>> sorted(list_explainers())
-    ['grad_sam', 'random']
+    ['attn_lrp', 'cp_lrp', 'grad_sam', 'random']
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from typing import Any
 
 from lightning_xai.explainers.base import Explainer, ForwardPass
 from lightning_xai.explainers.grad_sam import GradSAM, grad_sam
+from lightning_xai.explainers.lrp import AttnLRP, ConservativeLRP, attn_lrp, cp_lrp
 from lightning_xai.explainers.random import Random
 
 _REGISTRY: dict[str, type[Explainer]] = {}
@@ -39,12 +40,18 @@ def get_explainer(name: str, **kwargs: Any) -> Explainer:
 
 register_explainer(GradSAM)
 register_explainer(Random)
+register_explainer(ConservativeLRP)
+register_explainer(AttnLRP)
 
 __all__ = [
+    "AttnLRP",
+    "ConservativeLRP",
     "Explainer",
     "ForwardPass",
     "GradSAM",
     "Random",
+    "attn_lrp",
+    "cp_lrp",
     "get_explainer",
     "grad_sam",
     "list_explainers",
