@@ -1,16 +1,27 @@
 """Explainers: one file per method plus one registration line here.
 
 Example:
-    >>> sorted(list_explainers())
-    ['attn_lrp', 'cp_lrp', 'grad_sam', 'random']
+    >>> sorted(list_explainers())  # doctest: +NORMALIZE_WHITESPACE
+    ['attention_shapley', 'attn_lrp', 'cp_lrp', 'gae', 'grad_sam', 'gradient_x_input', 'integrated_gradients',
+     'legrad', 'random', 'raw_attention', 'rollout']
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from lightning_xai.explainers.attention import RawAttention, Rollout, raw_attention, rollout
+from lightning_xai.explainers.attention_shapley import AttentionShapley, attention_shapley
 from lightning_xai.explainers.base import Explainer, ForwardPass
+from lightning_xai.explainers.gae import GAE, gae
 from lightning_xai.explainers.grad_sam import GradSAM, grad_sam
+from lightning_xai.explainers.gradients import (
+    GradientXInput,
+    IntegratedGradients,
+    gradient_x_input,
+    integrated_gradients,
+)
+from lightning_xai.explainers.legrad import LeGrad, legrad
 from lightning_xai.explainers.lrp import AttnLRP, ConservativeLRP, attn_lrp, cp_lrp
 from lightning_xai.explainers.random import Random
 
@@ -42,18 +53,39 @@ register_explainer(GradSAM)
 register_explainer(Random)
 register_explainer(ConservativeLRP)
 register_explainer(AttnLRP)
+register_explainer(LeGrad)
+register_explainer(RawAttention)
+register_explainer(Rollout)
+register_explainer(GAE)
+register_explainer(GradientXInput)
+register_explainer(IntegratedGradients)
+register_explainer(AttentionShapley)
 
 __all__ = [
+    "GAE",
+    "AttentionShapley",
     "AttnLRP",
     "ConservativeLRP",
     "Explainer",
     "ForwardPass",
     "GradSAM",
+    "GradientXInput",
+    "IntegratedGradients",
+    "LeGrad",
     "Random",
+    "RawAttention",
+    "Rollout",
+    "attention_shapley",
     "attn_lrp",
     "cp_lrp",
+    "gae",
     "get_explainer",
     "grad_sam",
+    "gradient_x_input",
+    "integrated_gradients",
+    "legrad",
     "list_explainers",
+    "raw_attention",
     "register_explainer",
+    "rollout",
 ]

@@ -1,0 +1,104 @@
+"""Cost of each explainer relative to one plain forward+backward, on the bundled MiniLM (batch 32 x 64 tokens).
+
+Prints JSON: per method the median (of 5) time of ``explain(model, batch, [method])`` divided by the median time of
+one plain forward + ``torch.autograd.grad`` of the summed arg-max logits w.r.t. the input embeddings, and the
+shared attention-gradient group (Grad-SAM + raw attention + rollout + GAE in ONE ``explain()`` call) relative to
+Grad-SAM alone. Run on a quiet machine: ``python bench/explainers.py [--repeats 5] [--device cpu]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+
+import torch
+from transformers import AutoModelForSequenceClassification
+
+from lightning_xai import explain
+from lightning_xai.explainers import GradSAM
+from lightning_xai.explainers.attention import RawAttention, Rollout
+from lightning_xai.explainers.attention_shapley import AttentionShapley
+from lightning_xai.explainers.gae import GAE
+from lightning_xai.explainers.gradients import GradientXInput, IntegratedGradients
+from lightning_xai.explainers.legrad import LeGrad
+from lightning_xai.modalities import TextModality
+from lightning_xai.recipes.bundled import minilm_path
+
+
+def _median_seconds(fn, repeats: int, device: torch.device) -> float:
+    fn()  # warm-up
+    times = []
+    for _ in range(repeats):
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        fn()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--tokens", type=int, default=64)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    args = parser.parse_args()
+    device = torch.device(args.device)
+    model = AutoModelForSequenceClassification.from_pretrained(minilm_path(), num_labels=3).to(device).eval()
+    generator = torch.Generator().manual_seed(0)
+    ids = torch.randint(1000, 20000, (args.batch, args.tokens), generator=generator)
+    ids[:, 0], ids[:, -1] = 101, 102
+    inputs = {"input_ids": ids.to(device), "attention_mask": torch.ones_like(ids).to(device)}
+    modality = TextModality(special_ids=[0, 100, 101, 102, 103], pad_id=0, replacement_id=103)
+
+    def plain() -> None:
+        embeddings = model.get_input_embeddings()
+        captured = []
+        handle = embeddings.register_forward_hook(
+            lambda m, a, o: captured.append(o.detach().requires_grad_()) or captured[-1]
+        )
+        try:
+            logits = model(**inputs).logits
+        finally:
+            handle.remove()
+        torch.autograd.grad(logits.max(dim=-1).values.sum(), captured[0])
+
+    base = _median_seconds(plain, args.repeats, device)
+    methods = [
+        GradSAM(),
+        RawAttention(),
+        Rollout(),
+        GAE(),
+        LeGrad(),
+        LeGrad(start_layer=-2),
+        GradientXInput(),
+        IntegratedGradients(),
+        AttentionShapley(),
+        AttentionShapley(game="max_mutual"),
+    ]
+    results: dict[str, float] = {}
+    for method in methods:
+        key = method.name if not isinstance(method, (LeGrad, AttentionShapley)) else repr(method)
+        seconds = _median_seconds(lambda m=method: explain(model, inputs, [m], modality=modality), args.repeats, device)
+        results[key] = round(seconds / base, 3)
+    group = [GradSAM(), RawAttention(), Rollout(), GAE()]
+    grad_sam = _median_seconds(lambda: explain(model, inputs, [GradSAM()], modality=modality), args.repeats, device)
+    shared = _median_seconds(lambda: explain(model, inputs, group, modality=modality), args.repeats, device)
+    report = {
+        "device": str(device),
+        "batch": args.batch,
+        "tokens": args.tokens,
+        "plain_forward_backward_s": round(base, 5),
+        "ratio_to_forward_backward": results,
+        "shared_group_over_grad_sam": round(shared / grad_sam, 3),
+    }
+    print(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()

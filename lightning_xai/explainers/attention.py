@@ -1,0 +1,134 @@
+r"""Attention baselines: raw last-layer attention and attention rollout (Abnar & Zuidema, ACL 2020).
+
+Raw attention: :math:`s_j = \frac{1}{H}\sum_h A^{L,h}_{0 j}` (the [CLS] query row of the last layer, head mean;
+Chefer et al.'s ``generate_attn_last_layer`` without zeroing the [CLS] entry).
+
+Rollout: :math:`\hat A^l = \mathrm{rownorm}\big(\tfrac{1}{H}\sum_h A^{l,h} + I\big)`,
+:math:`R = \hat A^L \hat A^{L-1} \cdots \hat A^1`, :math:`s_j = R_{0 j}`.
+
+Both are restricted to real tokens: padded rows and columns are removed before the head mean and the row
+re-normalisation, so a padded sample scores exactly as the same sample alone. Row ``0`` is the [CLS] / ``<s>``
+token of every supported family (ViT, DeiT: the class token). Special tokens keep their score and are marked in
+``Explanation.special_mask``. Rollout only needs the [CLS] row, so it is computed as a row vector times the
+layers from the last to the first: ``O(L N^2)`` instead of ``O(L N^3)``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import ClassVar
+
+import torch
+from torch import Tensor
+
+from lightning_xai.explainers.base import Explainer, ForwardPass
+
+
+def _pair_mask(valid_mask: Tensor, like: Tensor) -> Tensor:
+    valid = valid_mask.to(like.device)
+    return (valid[:, :, None] & valid[:, None, :]).to(like.dtype)
+
+
+def raw_attention(attentions: Sequence[Tensor], valid_mask: Tensor, query: int = 0) -> Tensor:
+    """Head-mean attention of the last layer's ``query`` row over real keys.
+
+    Args:
+        attentions: per layer ``[B, H, N, N]`` post-softmax attention (only the last is used).
+        valid_mask: ``[B, N]`` real tokens; padding gets 0.
+        query: the row read (0: [CLS]).
+
+    Returns:
+        ``[B, N]`` float32.
+
+    Example:
+        >>> import torch
+        >>> A = torch.tensor([[[[0.5, 0.25, 0.25], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]]]])
+        >>> raw_attention([A], torch.tensor([[True, True, False]])).tolist()
+        [[0.5, 0.25, 0.0]]
+    """
+    last = attentions[-1].detach().float().mean(dim=1)[:, query]
+    return last * valid_mask.to(last.device)
+
+
+def rollout(attentions: Sequence[Tensor], valid_mask: Tensor, query: int = 0) -> Tensor:
+    """Attention rollout row ``query`` (Abnar & Zuidema 2020), restricted to real tokens.
+
+    Args:
+        attentions: per layer ``[B, H, N, N]`` post-softmax attention, first layer first.
+        valid_mask: ``[B, N]`` real tokens; padded rows/columns are dropped before re-normalising.
+        query: the row read (0: [CLS]).
+
+    Returns:
+        ``[B, N]`` float32, sums to 1 over the real tokens of each row.
+
+    Example:
+        >>> import torch
+        >>> A = torch.tensor([[[[0.5, 0.5], [0.5, 0.5]]]])
+        >>> rollout([A, A], torch.tensor([[True, True]])).tolist()  # ((A + I) / 2)^2 row 0
+        [[0.625, 0.375]]
+    """
+    if len(attentions) == 0:
+        raise ValueError("rollout needs at least one attention map")
+    first = attentions[0]
+    batch, num_tokens = first.shape[0], first.shape[-1]
+    pair = _pair_mask(valid_mask, first.float())
+    eye = torch.eye(num_tokens, device=first.device, dtype=torch.float32)
+    row = torch.zeros(batch, 1, num_tokens, device=first.device, dtype=torch.float32)
+    row[:, 0, query] = 1.0
+    for attention in reversed(attentions):
+        mixed = attention.detach().float().mean(dim=1) * pair + eye
+        mixed = mixed / mixed.sum(dim=-1, keepdim=True)
+        row = row @ mixed
+    return row[:, 0] * valid_mask.to(row.device)
+
+
+class RawAttention(Explainer):
+    """Raw attention of the last layer: the [CLS] row, averaged over heads.
+
+    Example:
+        >>> import torch
+        >>> from transformers import BertConfig, BertForSequenceClassification
+        >>> from lightning_xai import explain
+        >>> from lightning_xai.modalities import TextModality
+        >>> model = BertForSequenceClassification(BertConfig(hidden_size=16, num_hidden_layers=2,
+        ...     num_attention_heads=2, intermediate_size=8, vocab_size=50))
+        >>> inputs = {"input_ids": torch.tensor([[2, 7, 9, 3, 0]]), "attention_mask": torch.tensor([[1, 1, 1, 1, 0]])}
+        >>> text = TextModality(special_ids=[0, 2, 3], pad_id=0, replacement_id=4)
+        >>> relevance = explain(model, inputs, [RawAttention()], modality=text)["raw_attention"].relevance
+        >>> round(float(relevance.sum()), 5), float(relevance[0, 4])
+        (1.0, 0.0)
+    """
+
+    name: ClassVar[str] = "raw_attention"
+    needs: ClassVar[frozenset[str]] = frozenset({"attentions"})
+
+    def explain(self, forward: ForwardPass) -> Tensor:
+        """Last-layer [CLS] attention of the pass."""
+        with torch.no_grad():
+            return raw_attention(forward.attentions, forward.valid_mask)
+
+
+class Rollout(Explainer):
+    """Attention rollout (Abnar & Zuidema, ACL 2020): head mean + identity, row-normalised, multiplied over layers.
+
+    Example:
+        >>> import torch
+        >>> from transformers import BertConfig, BertForSequenceClassification
+        >>> from lightning_xai import explain
+        >>> from lightning_xai.modalities import TextModality
+        >>> model = BertForSequenceClassification(BertConfig(hidden_size=16, num_hidden_layers=2,
+        ...     num_attention_heads=2, intermediate_size=8, vocab_size=50))
+        >>> inputs = {"input_ids": torch.tensor([[2, 7, 9, 3, 0]]), "attention_mask": torch.tensor([[1, 1, 1, 1, 0]])}
+        >>> text = TextModality(special_ids=[0, 2, 3], pad_id=0, replacement_id=4)
+        >>> relevance = explain(model, inputs, [Rollout()], modality=text)["rollout"].relevance
+        >>> round(float(relevance.sum()), 5), float(relevance[0, 4])
+        (1.0, 0.0)
+    """
+
+    name: ClassVar[str] = "rollout"
+    needs: ClassVar[frozenset[str]] = frozenset({"attentions"})
+
+    def explain(self, forward: ForwardPass) -> Tensor:
+        """Rollout [CLS] row of the pass."""
+        with torch.no_grad():
+            return rollout(forward.attentions, forward.valid_mask)

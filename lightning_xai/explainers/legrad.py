@@ -1,0 +1,130 @@
+r"""LeGrad: layer-wise gradients of each layer's own read-out (Bousselham et al. 2024, arXiv:2404.03214).
+
+.. math::
+
+    s^l = \mathrm{head}\big(\mathrm{norm}(\mathrm{pool}(z^l))\big)_c, \qquad
+    m^l_j = \frac{1}{H\,n} \sum_{h} \sum_{i\ \mathrm{valid}}
+            \mathrm{ReLU}\Big(\frac{\partial s^l}{\partial A^{l,h}}\Big)_{ij}, \qquad
+    \mathrm{LeGrad}_j = \mathrm{minmax}\Big(\sum_{l \ge l_0} m^l\Big)_j
+
+with :math:`z^l` the output tokens of layer ``l``, read out through the model's OWN final norm, pooler and
+classifier (:func:`lightning_xai.explainers._heads.head_readout`), :math:`c` the explained class (pre-softmax
+logit), :math:`A^{l,h}` the post-softmax attention of layer ``l`` only, ``n`` the number of real tokens. Special and
+prefix tokens ([CLS], [SEP], distillation token) and padding are zeroed before the per-sample min-max over the
+content tokens, which divides by ``max(max - min, eps)`` (the official code has no epsilon).
+
+Differences from the official OpenCLIP wrapper (``WalBouss/LeGrad``, ``LeWrapper(layer_index=-2)``): the score is
+the class logit of a classifier instead of a CLIP image-text similarity, pooling is the model's own (the [CLS]
+token; for a [CLS]-pooled head only row 0 of the gradient is non-zero, so the mean over query rows is
+``row0 / n``), and the default ``start_layer=0`` aggregates every layer as the paper text says, while the released
+wrapper aggregates only the last two blocks (``start_layer=-2`` here).
+
+Cost: the ``L - l0`` calls ``torch.autograd.grad(s^l, A^l)`` (no ``create_graph``) each traverse only the graph
+between ``A^l`` and ``s^l`` (the rest of layer ``l`` and the head; the autograd engine skips nodes that do not
+lead to the requested input, which ``tests/explainers/test_legrad.py`` checks), so together they cost about one
+full backward.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import ClassVar
+
+import torch
+from torch import Tensor
+
+from lightning_xai.errors import LightningXAIError
+from lightning_xai.explainers._heads import head_readout
+from lightning_xai.explainers.base import Explainer, ForwardPass
+
+
+def legrad(layer_gradients: Sequence[Tensor], valid_mask: Tensor, content_mask: Tensor, eps: float = 1e-12) -> Tensor:
+    """LeGrad map from each layer's gradient of its own read-out score w.r.t. its attention.
+
+    Args:
+        layer_gradients: per aggregated layer ``[B, H, N, N]``, ``d s^l / d A^l``.
+        valid_mask: ``[B, N]`` real tokens (padded query rows are excluded from the row mean).
+        content_mask: ``[B, N]`` tokens that get a score (real and not special); the others get 0.
+        eps: floor of ``max - min`` in the min-max normalisation.
+
+    Returns:
+        ``[B, N]`` float32 in ``[0, 1]`` on content tokens, 0 elsewhere.
+
+    Example:
+        >>> import torch
+        >>> G = torch.zeros(1, 1, 3, 3)
+        >>> G[0, 0, 0] = torch.tensor([5.0, 2.0, -1.0])  # only the [CLS] row carries gradient
+        >>> content = torch.tensor([[False, True, True]])
+        >>> legrad([G], torch.ones(1, 3, dtype=torch.bool), content).tolist()
+        [[0.0, 1.0, 0.0]]
+    """
+    if len(layer_gradients) == 0:
+        raise ValueError("legrad needs the gradient of at least one layer")
+    valid = valid_mask.to(layer_gradients[0].device)
+    rows = valid.to(torch.float32)
+    n = rows.sum(dim=1, keepdim=True).clamp_min(1)
+    total = torch.zeros(valid.shape, dtype=torch.float32, device=valid.device)
+    for gradient in layer_gradients:
+        positive = gradient.float().clamp_min(0).mean(dim=1)  # [B, N, N], mean over heads
+        total = total + torch.einsum("bij,bi->bj", positive, rows) / n  # mean over valid query rows
+    content = content_mask.to(valid.device)
+    lowest = total.masked_fill(~content, float("inf")).amin(dim=1, keepdim=True)
+    highest = total.masked_fill(~content, float("-inf")).amax(dim=1, keepdim=True)
+    scaled = (total - lowest) / (highest - lowest).clamp_min(eps)
+    return torch.where(content, scaled, torch.zeros_like(scaled))
+
+
+class LeGrad(Explainer):
+    """LeGrad (Bousselham et al. 2024) for HF classifiers: every layer read out through the model's own head.
+
+    Args:
+        start_layer: first aggregated layer; negative values count from the end (``-2``: the last two layers, the
+            official wrapper's default). Default 0: all layers.
+        eps: floor of ``max - min`` in the per-sample min-max normalisation.
+
+    Example:
+        >>> import torch
+        >>> from transformers import BertConfig, BertForSequenceClassification
+        >>> from lightning_xai import explain
+        >>> from lightning_xai.modalities import TextModality
+        >>> model = BertForSequenceClassification(BertConfig(hidden_size=16, num_hidden_layers=2,
+        ...     num_attention_heads=2, intermediate_size=8, vocab_size=50))
+        >>> inputs = {"input_ids": torch.tensor([[2, 7, 9, 3, 0]]), "attention_mask": torch.tensor([[1, 1, 1, 1, 0]])}
+        >>> text = TextModality(special_ids=[0, 2, 3], pad_id=0, replacement_id=4)
+        >>> relevance = explain(model, inputs, [LeGrad()], modality=text)["legrad"].relevance
+        >>> relevance[0, [0, 3, 4]].tolist(), float(relevance.max())  # special tokens and padding get 0
+        ([0.0, 0.0, 0.0], 1.0)
+    """
+
+    name: ClassVar[str] = "legrad"
+    needs: ClassVar[frozenset[str]] = frozenset({"attentions", "hidden_states"})
+
+    def __init__(self, start_layer: int = 0, eps: float = 1e-12) -> None:
+        self.start_layer = int(start_layer)
+        self.eps = float(eps)
+
+    def explain(self, forward: ForwardPass) -> Tensor:
+        """LeGrad map of the pass: one ``autograd.grad`` per aggregated layer, each on a disjoint graph tail."""
+        if forward.model is None:
+            raise LightningXAIError("LeGrad needs the model (ForwardPass.model) to read layers out through its head")
+        hidden_states = forward.hidden_states
+        num_layers = len(forward.attentions)
+        if hidden_states is None or len(hidden_states) != num_layers:
+            found = 0 if hidden_states is None else len(hidden_states)
+            raise LightningXAIError(
+                f"LeGrad needs every layer's output: got {found} hidden states for {num_layers} attention layers"
+            )
+        start = self.start_layer + num_layers if self.start_layer < 0 else self.start_layer
+        if not 0 <= start < num_layers:
+            raise LightningXAIError(f"LeGrad(start_layer={self.start_layer}) is out of range for {num_layers} layers")
+        readout = head_readout(forward.model)
+        target = forward.target[:, None]
+        gradients = []
+        for layer in range(start, num_layers):
+            score = readout(hidden_states[layer]).gather(1, target).sum()
+            attention = forward.attentions[layer]
+            (gradient,) = torch.autograd.grad(score, attention, retain_graph=True, allow_unused=True)
+            gradients.append(torch.zeros_like(attention) if gradient is None else gradient)
+        content = forward.valid_mask & ~forward.special_mask
+        with torch.no_grad():
+            return legrad(gradients, forward.valid_mask, content, self.eps)
