@@ -191,6 +191,7 @@ class ExplanationMonitor(*_CALLBACK_BASES):  # type: ignore[misc]
         self._sinks: list[Sink] = []
         self._warned: set[tuple[str, str]] = set()
         self._higher_is_better: dict[str, bool] = {}
+        self._skipped: dict[str, int] = {}
         self._disabled_reason: str | None = None
 
     # ------------------------------------------------------------------------------------------------ Lightning
@@ -245,12 +246,16 @@ class ExplanationMonitor(*_CALLBACK_BASES):  # type: ignore[misc]
         if self._model is None:  # setup() not called, e.g. when used outside a Trainer
             self.setup(trainer, pl_module, "validate")
         if self._probe_count == 0:
-            self._warn_once("probe", "no validation samples were seen, nothing to explain")
-            return
-        with _preserved_rng(pl_module.device):
+            self._warn_once("probe", "no validation samples were seen on this process, nothing to explain")
+            if not _is_distributed():
+                return
+        self._skipped = {}
+        with _preserved_rng(pl_module.device), _precision_context(trainer):
             values, samples, relevance = self._explain_probe_set(pl_module.device, trainer.is_global_zero)
         epoch = int(trainer.current_epoch)
         logged: dict[str, float] = {}
+        for method, count in self._skipped.items():
+            values[f"{self.log_prefix}{method}/skipped_samples"] = torch.tensor(float(count))
         for key, value in values.items():
             if torch.isnan(value):
                 continue
@@ -275,12 +280,27 @@ class ExplanationMonitor(*_CALLBACK_BASES):  # type: ignore[misc]
                     self._handle_error(f"the {type(sink).__name__}", error)
 
     def state_dict(self) -> dict[str, Any]:
-        """The history of logged values (plain types)."""
-        return {"history": {int(k): dict(v) for k, v in self.history.items()}}
+        """History of logged values and the probe set (CPU tensors), so a resumed run explains the same samples."""
+        return {
+            "history": {int(k): dict(v) for k, v in self.history.items()},
+            "probe_inputs": [dict(part) for part in self._probe_inputs],
+            "probe_labels": list(self._probe_labels),
+            "probe_count": self._probe_count,
+            "world_size": _world_size(),
+        }
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        """Restore the history; unknown keys of newer versions are ignored."""
+        """Restore history and probe set; keys missing from older checkpoints keep their defaults.
+
+        The probe set is restored only when the checkpoint was written by a single process and this run is single
+        process too: under DDP the checkpoint holds rank 0's shard only, so every rank collects its own shard again
+        (the distributed sampler gives each rank the same samples as before when the loader does not shuffle).
+        """
         self.history = {int(k): dict(v) for k, v in state_dict.get("history", {}).items()}
+        if state_dict.get("probe_inputs") and state_dict.get("world_size", 1) == 1 and _world_size() == 1:
+            self._probe_inputs = [dict(part) for part in state_dict["probe_inputs"]]
+            self._probe_labels = list(state_dict.get("probe_labels", [None] * len(self._probe_inputs)))
+            self._probe_count = int(state_dict.get("probe_count", sum(_rows(p) for p in self._probe_inputs)))
 
     # ------------------------------------------------------------------------------------------------ internals
 
@@ -327,8 +347,9 @@ class ExplanationMonitor(*_CALLBACK_BASES):  # type: ignore[misc]
         samples: list[ProbeSample] = []
         relevance: dict[str, list[np.ndarray]] = {}
         total = _rows(probe)
-        for start in range(0, total, self.batch_size):
-            rows = slice(start, min(start + self.batch_size, total))
+        start, size = 0, self.batch_size
+        while start < total:
+            rows = slice(start, min(start + size, total))
             chunk = {k: v.to(device) for k, v in select(probe, rows).items()}
             chunk_labels = None if labels is None else labels[rows].to(device)
             errors: dict[str, BaseException] = {}
@@ -343,24 +364,32 @@ class ExplanationMonitor(*_CALLBACK_BASES):  # type: ignore[misc]
                     capture=self._capture,
                     errors=errors,
                 )
-            except Exception as error:  # the shared forward itself failed: every method loses this chunk
-                self._handle_error("the explanation forward", error)
+                oom = next((e for e in errors.values() if _is_out_of_memory(e)), None)
+                if oom is not None:
+                    raise oom
+            except Exception as error:
+                if _is_out_of_memory(error) and size > 1:  # halve the chunk and retry the same rows
+                    size = max(1, size // 2)
+                    self._warn_once("oom", f"out of memory explaining {rows.stop - rows.start} samples at once; "
+                                    f"retrying with chunks of {size}")
+                    continue
+                self._handle_error("the explanation forward", error)  # every method loses this chunk
+                self._count_skipped([e.name for e in self.explainers], rows.stop - rows.start)
+                start = rows.stop
                 continue
             for name, error in errors.items():
                 self._handle_error(f"explainer {name!r}", error)
+                self._count_skipped([name], rows.stop - rows.start)
             with eval_mode(model), torch.no_grad():
                 for name, explanation in maps.items():
                     for (explainer_name, metric_name), metric in self._scores.items():
-                        if explainer_name != name:
-                            continue
-                        try:
-                            metric.update(forward, chunk, explanation, modality)
-                        except Exception as error:
-                            self._handle_error(f"metric {metric_name!r} on {name!r}", error)
+                        if explainer_name == name:
+                            self._update_metric(metric, metric_name, name, forward, chunk, explanation)
             if keep_maps and maps:
                 for name, explanation in maps.items():
                     relevance.setdefault(name, []).append(explanation.relevance[explanation.content_mask].cpu().numpy())
                 samples.extend(self._probe_samples(start, chunk, chunk_labels, maps))
+            start = rows.stop
 
         values: dict[str, Tensor] = {}
         for (explainer_name, metric_name), metric in self._scores.items():
@@ -375,6 +404,29 @@ class ExplanationMonitor(*_CALLBACK_BASES):  # type: ignore[misc]
             finally:
                 metric.reset()
         return values, samples, {name: np.concatenate(parts) for name, parts in relevance.items()}
+
+    def _update_metric(
+        self, metric: Metric, metric_name: str, method: str, forward: Any, chunk: ModelInputs, explanation: Explanation
+    ) -> None:
+        """``metric.update`` that halves the metric's ``max_batch_size`` and retries on out-of-memory."""
+        while True:
+            try:
+                metric.update(forward, chunk, explanation, self._modality)
+                return
+            except Exception as error:
+                limit = getattr(metric, "max_batch_size", None)
+                if _is_out_of_memory(error) and isinstance(limit, int) and limit > 1:
+                    metric.max_batch_size = max(1, limit // 2)
+                    self._warn_once("oom-metric", f"out of memory in metric {metric_name!r}; retrying with "
+                                    f"max_batch_size={metric.max_batch_size}")
+                    continue
+                self._handle_error(f"metric {metric_name!r} on {method!r}", error)
+                self._count_skipped([f"{method}/{metric_name}"], _rows(chunk))
+                return
+
+    def _count_skipped(self, names: list[str], rows: int) -> None:
+        for name in names:
+            self._skipped[name] = self._skipped.get(name, 0) + rows
 
     def _probe_samples(
         self, start: int, chunk: ModelInputs, labels: Tensor | None, maps: dict[str, Explanation]
@@ -477,6 +529,30 @@ def _forward_parameters(model: nn.Module) -> set[str] | None:
 
 def _is_distributed() -> bool:
     return torch.distributed.is_available() and torch.distributed.is_initialized()
+
+
+def _world_size() -> int:
+    return torch.distributed.get_world_size() if _is_distributed() else 1
+
+
+def _is_out_of_memory(error: BaseException) -> bool:
+    """CUDA OOM, or the CPU allocator failing."""
+    if isinstance(error, torch.OutOfMemoryError):
+        return True
+    message = str(error).lower()
+    return isinstance(error, RuntimeError) and ("out of memory" in message or "can't allocate memory" in message)
+
+
+@contextmanager
+def _precision_context(trainer: Any) -> Iterator[None]:
+    """Explain under the trainer's precision (e.g. bf16 autocast for ``precision="bf16-mixed"``) like validation."""
+    plugin = getattr(getattr(trainer, "strategy", None), "precision_plugin", None)
+    context = getattr(plugin, "forward_context", None)
+    if context is None:
+        yield
+        return
+    with context():
+        yield
 
 
 def _label_names(model: nn.Module) -> dict[int, str]:

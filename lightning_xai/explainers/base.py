@@ -58,14 +58,19 @@ class ForwardPass:
     def attention_gradients(self) -> list[Tensor]:
         """``d y_target / d A`` for every layer, computed once with ONE ``torch.autograd.grad`` and cached.
 
+        The same call also yields ``d y_target / d input_embeddings`` (cached for gradient x input).
+
         Uses ``autograd.grad`` (never ``.backward()``), so no parameter ``.grad`` is touched; the graph is retained
         so that other explainers of the same pass can still differentiate.
         """
         if self._attention_gradients is None:
-            grads = torch.autograd.grad(self.target_score, self.attentions, retain_graph=True, allow_unused=True)
-            self._attention_gradients = [
-                torch.zeros_like(a) if g is None else g for a, g in zip(self.attentions, grads, strict=True)
-            ]
+            # the input embeddings ride along, so gradient x input shares this backward too
+            wanted = [*self.attentions] + ([self.input_embeddings] if self.input_embeddings is not None else [])
+            grads = list(torch.autograd.grad(self.target_score, wanted, retain_graph=True, allow_unused=True))
+            grads = [torch.zeros_like(t) if g is None else g for t, g in zip(wanted, grads, strict=True)]
+            if self.input_embeddings is not None:
+                self._cache["input_embedding_gradients"] = grads.pop()
+            self._attention_gradients = grads
         return self._attention_gradients
 
 

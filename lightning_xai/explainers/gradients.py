@@ -59,6 +59,9 @@ def embedding_gradients(forward: ForwardPass) -> Tensor:
     if forward.input_embeddings is None:
         raise LightningXAIError("No input embeddings were recorded in this pass (model without get_input_embeddings)")
     cached = forward._cache.get("input_embedding_gradients")
+    if cached is None and forward.attentions:
+        forward.attention_gradients()  # one backward for attention and embedding gradients alike
+        cached = forward._cache.get("input_embedding_gradients")
     if cached is None:
         (cached,) = torch.autograd.grad(
             forward.target_score, forward.input_embeddings, retain_graph=True, allow_unused=True

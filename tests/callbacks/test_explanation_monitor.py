@@ -148,7 +148,9 @@ def test_training_is_bit_identical_with_and_without_the_monitor(tmp_path, tokeni
                                  metrics=[DeletionAUC(steps=3)], on_error="warn")
     with pytest.warns(UserWarning, match="injected failure"):
         weights, optim, next_draw = _train_once(tmp_path / "b", tokenizer, [monitor])
-    assert set(monitor.history[1]) == {"xai/grad_sam/deletion_auc", "xai/random/deletion_auc"}
+    assert set(monitor.history[1]) == {"xai/grad_sam/deletion_auc", "xai/random/deletion_auc",
+                                       "xai/exploding/skipped_samples"}
+    assert monitor.history[1]["xai/exploding/skipped_samples"] == 10  # every probe sample, counted once per epoch
     for key, value in base_weights.items():
         assert torch.equal(value, weights[key]), key
     for index, state in base_optim["state"].items():

@@ -55,3 +55,22 @@ def test_one_backward_serves_every_attention_explainer(monkeypatch):
     maps = explain(make_model("bert"), make_inputs("bert"), methods, modality=modality_for("bert"))
     assert len(calls) == 1
     assert set(maps) == {"grad_sam", "raw_attention", "rollout", "gae", "attention_shapley"}
+
+
+def test_one_backward_serves_attention_and_embedding_gradients(monkeypatch):
+    import torch
+    from helpers import make_inputs, make_model, modality_for
+
+    from lightning_xai import explain
+    from lightning_xai.explainers import GAE, GradientXInput, GradSAM
+
+    calls = []
+    original = torch.autograd.grad
+
+    def counting(*args, **kwargs):
+        calls.append(1)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(torch.autograd, "grad", counting)
+    explain(make_model("bert"), make_inputs("bert"), [GradSAM(), GAE(), GradientXInput()], modality=modality_for("bert"))
+    assert len(calls) == 1
