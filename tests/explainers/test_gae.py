@@ -72,5 +72,6 @@ def test_one_backward_serves_attention_and_embedding_gradients(monkeypatch):
         return original(*args, **kwargs)
 
     monkeypatch.setattr(torch.autograd, "grad", counting)
-    explain(make_model("bert"), make_inputs("bert"), [GradSAM(), GAE(), GradientXInput()], modality=modality_for("bert"))
+    methods = [GradSAM(), GAE(), GradientXInput()]
+    explain(make_model("bert"), make_inputs("bert"), methods, modality=modality_for("bert"))
     assert len(calls) == 1
