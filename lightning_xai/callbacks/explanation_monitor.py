@@ -213,10 +213,11 @@ class ExplanationMonitor(*_CALLBACK_BASES):  # type: ignore[misc]
         self._scores = {
             (e.name, _metric_name(m)): m.clone() for e in self.explainers for m in self.metrics
         }
+        # `trainer.log_dir` broadcasts from rank 0: every rank must evaluate it, or the collectives mismatch
+        log_dir = self.files_dir or os.path.join(trainer.log_dir or trainer.default_root_dir, "xai")
         self._sinks = sinks_for(trainer.loggers) if trainer.is_global_zero else []
         if self.write_files and trainer.is_global_zero:
-            directory = self.files_dir or os.path.join(trainer.log_dir or trainer.default_root_dir, "xai")
-            self._sinks.append(FilesSink(directory))
+            self._sinks.append(FilesSink(log_dir))
 
     def on_validation_batch_end(
         self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int, dataloader_idx: int = 0
