@@ -62,6 +62,161 @@ def score_of(logits: Tensor, target: Tensor, score: Score) -> Tensor:
     return logits.gather(1, target[:, None]).squeeze(1)
 
 
+def _logits_of(output: object) -> Tensor:
+    if isinstance(output, Tensor):
+        return output
+    logits = getattr(output, "logits", None)
+    if isinstance(logits, Tensor):
+        return logits
+    if isinstance(output, (tuple, list)) and output and isinstance(output[0], Tensor):
+        return output[0]
+    raise TypeError(f"Cannot find logits in a model output of type {type(output).__name__}")
+
+
+class EmbeddingForward:
+    """``forward(inputs) -> logits`` for a HF model, plus a forward with some input embeddings set to zero.
+
+    Plain callables keep working everywhere; this wrapper is only needed for the ``"zero_embedding"`` text removal
+    (AttnLRP's ablation), which zeroes positions through a temporary forward hook on
+    ``model.get_input_embeddings()`` (removed right after the call).
+
+    Example:
+        >>> import torch
+        >>> emb = torch.nn.Embedding(5, 2)
+        >>> class M(torch.nn.Module):
+        ...     def __init__(self):
+        ...         super().__init__(); self.emb = emb
+        ...     def get_input_embeddings(self): return self.emb
+        ...     def forward(self, input_ids): return self.emb(input_ids).sum(1)
+        >>> f = EmbeddingForward(M())
+        >>> f.zeroed({"input_ids": torch.tensor([[1, 2]])}, torch.tensor([[True, True]])).tolist()
+        [[0.0, 0.0]]
+    """
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        self.model = model
+
+    def __call__(self, inputs: ModelInputs) -> Tensor:
+        """Logits of the unperturbed inputs."""
+        return _logits_of(self.model(**inputs))
+
+    def zeroed(self, inputs: ModelInputs, removed: Tensor) -> Tensor:
+        """Logits with the input embeddings of ``removed`` positions (``[B, N]`` bool) set to zero."""
+        embeddings = self.model.get_input_embeddings()
+        keep = (~removed)[..., None]
+
+        def hook(_module: torch.nn.Module, _args: object, output: Tensor) -> Tensor:
+            return output * keep.to(output.dtype)
+
+        handle = embeddings.register_forward_hook(hook)
+        try:
+            return _logits_of(self.model(**inputs))
+        finally:
+            handle.remove()
+
+
+def resolve_modality(modality: Modality, removal: str | float | None) -> Modality:
+    """``modality`` itself, or its variant removing tokens with ``removal``."""
+    return modality if removal is None else modality.variant(removal)  # type: ignore[arg-type]
+
+
+@torch.no_grad()
+def forward_removals(
+    forward: ForwardFn,
+    inputs: ModelInputs,
+    modality: Modality,
+    removed: Tensor,
+    *,
+    max_batch_size: int = 256,
+    stats: dict[str, int] | None = None,
+) -> Tensor:
+    """Logits of every perturbed input ``remove(inputs[b], removed[b, r])``: the engine's one entry point.
+
+    Identical ``(sample, mask)`` rows are forwarded once (so the unperturbed and the everything-removed rows that
+    every method and every metric share cost one forward each per sample). Unique rows are sorted by the length they
+    need, built lazily per chunk of at most ``max_batch_size`` rows, trimmed to the chunk's longest row and run under
+    ``no_grad`` with the model's own attention backend.
+
+    Args:
+        forward: inputs -> logits ``[rows, C]``; an :class:`EmbeddingForward` for ``removal="zero_embedding"``.
+        inputs: the unperturbed batch (``B`` rows).
+        modality: how tokens are removed (:meth:`Modality.remove`).
+        removed: ``[B, R, N]`` bool, True where a token is removed in perturbation ``r`` of sample ``b``.
+        max_batch_size: most rows per forward.
+        stats: when given, filled with ``rows`` (requested), ``unique_rows``, ``forwards`` and ``tokens`` (positions
+            actually forwarded, padding included) and ``real_tokens`` (positions needed).
+
+    Returns:
+        ``[B, R, C]`` float32 logits.
+    """
+    if max_batch_size < 1:
+        raise ValueError(f"max_batch_size must be >= 1, got {max_batch_size}")
+    num_samples, num_rows, num_tokens = removed.shape
+    device = removed.device
+    flat = removed.reshape(num_samples * num_rows, num_tokens)
+    sample_of = torch.arange(num_samples, device=device).repeat_interleave(num_rows)
+    keys = torch.cat([sample_of[:, None], flat.long()], dim=1)
+    unique, inverse = torch.unique(keys, dim=0, return_inverse=True)
+    u_sample, u_removed = unique[:, 0], unique[:, 1:].bool()
+    zero_embedding = getattr(modality, "removal", None) == "zero_embedding"
+    if zero_embedding and not callable(getattr(forward, "zeroed", None)):
+        raise TypeError("removal='zero_embedding' needs a forward with a zeroed() method: wrap the model in "
+                        "lightning_xai.metrics.EmbeddingForward(model)")
+
+    base_lengths = modality.lengths(inputs)
+    if base_lengths is not None:
+        lengths = torch.empty(len(unique), dtype=torch.long, device=device)
+        for start in range(0, len(unique), 4096):  # lengths without building rows
+            part = slice(start, start + 4096)
+            lengths[part] = modality.removed_lengths(select(inputs, u_sample[part]), u_removed[part])
+        order = torch.argsort(lengths.cpu(), stable=True).to(device)
+    else:
+        lengths = None
+        order = torch.arange(len(unique), device=device)
+    logits: Tensor | None = None
+    forwards = tokens = 0
+    for start in range(0, len(order), max_batch_size):
+        chunk = order[start : start + max_batch_size]
+        samples = u_sample[chunk]
+        mask = u_removed[chunk]
+        perturbed = modality.remove(select(inputs, samples), mask)
+        if lengths is not None:
+            width = int(lengths[chunk].max())
+            perturbed = modality.trim(perturbed, width)
+            mask = mask[:, :width]
+            tokens += width * len(chunk)
+        out = forward.zeroed(perturbed, mask) if zero_embedding else forward(perturbed)  # type: ignore[attr-defined]
+        out = _logits_of(out).float()
+        if logits is None:
+            logits = torch.empty(len(unique), out.shape[-1], dtype=torch.float32, device=out.device)
+        logits[chunk.to(out.device)] = out
+        forwards += 1
+    assert logits is not None
+    if stats is not None:
+        stats.update(rows=num_samples * num_rows, unique_rows=len(unique), forwards=forwards, tokens=tokens,
+                     real_tokens=int(lengths.sum()) if lengths is not None else 0)
+    return logits[inverse.to(logits.device)].reshape(num_samples, num_rows, -1)
+
+
+def scores_of(logits: Tensor, target: Tensor, score: Score) -> Tensor:
+    """``[B, R, C]`` logits -> ``[B, R]`` probability or logit of ``target[b]``."""
+    b, r, c = logits.shape
+    return score_of(logits.reshape(b * r, c), target.to(logits.device).repeat_interleave(r), score).reshape(b, r)
+
+
+def curve_masks(
+    relevance: Tensor, content: Tensor, counts: Tensor, *, descending: bool = True, keep: bool = False
+) -> Tensor:
+    """``[B, K, N]`` removal masks: the top ``counts[b, k]`` content tokens in relevance order.
+
+    With ``keep=True`` those tokens are the ones kept (every other content token is removed): sufficiency and
+    insertion. ``descending=False`` ranks least relevant first.
+    """
+    ranks = relevance_ranks(relevance, content, descending=descending)
+    top = ranks[:, None, :] < counts[:, :, None]
+    return (content[:, None, :] & ~top) if keep else (top & content[:, None, :])
+
+
 @torch.no_grad()
 def perturbation_curves(
     forward: ForwardFn,
@@ -73,11 +228,12 @@ def perturbation_curves(
     most_relevant_first: bool = True,
     score: Score = "prob",
     max_batch_size: int = 256,
+    insertion: bool = False,
 ) -> Tensor:
     """Score of the explained class after removing ``0, ceil(n/steps), ..., n`` content tokens in relevance order.
 
-    All ``B * (steps + 1)`` perturbed inputs are built lazily per chunk; rows are sorted by length so a chunk is
-    trimmed to its own longest row (padding waste stays small), and chunks hold at most ``max_batch_size`` rows.
+    All ``B * (steps + 1)`` perturbed inputs go through :func:`forward_removals` (deduplicated, built lazily per
+    chunk, length-sorted, trimmed per chunk, at most ``max_batch_size`` rows per forward).
 
     Args:
         forward: inputs -> logits; called under ``no_grad`` in whatever mode the caller set (eval).
@@ -88,35 +244,55 @@ def perturbation_curves(
         most_relevant_first: MoRF (deletion) order; False removes the least relevant first.
         score: ``"prob"`` (softmax probability) or ``"logit"``.
         max_batch_size: largest number of rows per forward.
+        insertion: start from every content token removed and insert them in relevance order instead.
 
     Returns:
         ``[B, steps + 1]`` float32 curves.
     """
+    curves = perturbation_curves_multi(
+        forward, inputs, {explanation.method: explanation}, modality, steps=steps,
+        orders=("morf" if most_relevant_first else "lerf",), score=score, max_batch_size=max_batch_size,
+        insertion=insertion,
+    )
+    return next(iter(curves.values()))
+
+
+@torch.no_grad()
+def perturbation_curves_multi(
+    forward: ForwardFn,
+    inputs: ModelInputs,
+    explanations: dict[str, Explanation],
+    modality: Modality,
+    *,
+    steps: int,
+    orders: tuple[Literal["morf", "lerf"], ...] = ("morf",),
+    score: Score = "prob",
+    max_batch_size: int = 256,
+    insertion: bool = False,
+) -> dict[tuple[str, str], Tensor] | dict[str, Tensor]:
+    """Deletion (or insertion) curves of several methods' maps of one batch, sharing every common forward.
+
+    Returns ``{method: [B, steps + 1]}`` for a single order, else ``{(method, order): [B, steps + 1]}``.
+    """
     if steps < 1:
         raise ValueError(f"steps must be >= 1, got {steps}")
-    content = explanation.content_mask
-    ranks = relevance_ranks(explanation.relevance, content, descending=most_relevant_first)
-    schedule = removal_schedule(content.sum(dim=1), steps)  # [B, S]
-    num_rows, num_steps = schedule.shape
-    sample_of = torch.arange(num_rows, device=ranks.device).repeat_interleave(num_steps)
-    removed_count = schedule.reshape(-1)
-
-    lengths = modality.lengths(inputs)
-    order = (
-        torch.argsort(lengths[sample_of].cpu(), stable=True) if lengths is not None else torch.arange(len(sample_of))
-    )
-    scores = torch.empty(len(sample_of), dtype=torch.float32, device=explanation.relevance.device)
-    for start in range(0, len(order), max_batch_size):
-        chunk = order[start : start + max_batch_size].to(ranks.device)
-        samples = sample_of[chunk]
-        chunk_inputs = select(inputs, samples)
-        removed = ranks[samples] < removed_count[chunk][:, None]
-        perturbed = modality.remove(chunk_inputs, removed)
-        if lengths is not None:
-            perturbed = modality.trim(perturbed, int(lengths[samples].max()))
-        logits = forward(perturbed)
-        scores[chunk] = score_of(logits, explanation.target[samples], score).to(scores.device)
-    return scores.reshape(num_rows, num_steps)
+    masks, keys = [], []
+    for name, explanation in explanations.items():
+        content = explanation.content_mask
+        schedule = removal_schedule(content.sum(dim=1), steps)
+        for order in orders:
+            if order not in ("morf", "lerf"):
+                raise ValueError(f"order must be 'morf' or 'lerf', got {order!r}")
+            masks.append(curve_masks(explanation.relevance, content, schedule, descending=order == "morf",
+                                     keep=insertion))
+            keys.append((name, order))
+    logits = forward_removals(forward, inputs, modality, torch.cat(masks, dim=1), max_batch_size=max_batch_size)
+    out: dict = {}
+    for i, (name, order) in enumerate(keys):
+        part = logits[:, i * (steps + 1) : (i + 1) * (steps + 1)]
+        curve = scores_of(part, explanations[name].target, score)
+        out[name if len(orders) == 1 else (name, order)] = curve.to(explanations[name].relevance.device)
+    return out
 
 
 def trapezoid_auc(curves: Tensor) -> Tensor:

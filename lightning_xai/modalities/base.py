@@ -39,6 +39,14 @@ class Modality(ABC):
         """Drop trailing positions beyond ``length`` (no-op for fixed-size inputs)."""
         return inputs
 
+    def removed_lengths(self, inputs: ModelInputs, removed: Tensor) -> Tensor | None:
+        """:meth:`lengths` of ``remove(inputs, removed)`` (computed without building it)."""
+        return self.lengths(inputs)
+
+    def variant(self, removal: str) -> Modality:
+        """A copy of this modality that removes tokens in another way (text: ``TextRemoval``; vision: baseline)."""
+        raise ValueError(f"{type(self).__name__} has no removal variant {removal!r}")
+
 
 def batch_size(inputs: ModelInputs) -> int:
     """Number of rows of a batch of model inputs."""

@@ -12,6 +12,13 @@ from lightning_xai.errors import LightningXAIError
 from lightning_xai.modalities.base import Modality
 from lightning_xai.types import ModelInputs
 
+#: How a removed text token is taken out of the input: replaced by ``replacement_id`` (``"replace"``) or by a named
+#: token (``"mask"``, ``"unk"``, ``"pad"``); hidden through the attention mask (``"attention"``); deleted and the row
+#: shifted left (``"delete"``, ferret's default); or its input embedding set to zero (``"zero_embedding"``, AttnLRP;
+#: needs an :class:`~lightning_xai.metrics.EmbeddingForward`).
+TextRemoval = Literal["replace", "mask", "unk", "pad", "attention", "delete", "zero_embedding"]
+TEXT_REMOVALS = ("replace", "mask", "unk", "pad", "attention", "delete", "zero_embedding")
+
 _PAD_VALUES = {"attention_mask": 0, "token_type_ids": 0, "special_tokens_mask": 1}
 
 
@@ -23,6 +30,10 @@ class TextModality(Modality):
         pad_id: id used to pad when collating batches of different widths.
         replacement_id: id that replaces a removed token (the tokenizer's mask token by default).
         tokenizer: optional HF tokenizer, used to turn ids into strings for heatmaps.
+        removal: how :meth:`remove` takes tokens out (see ``TextRemoval``); ``"replace"`` (default) uses
+            ``replacement_id``.
+        token_ids: ids of the named tokens ``{"mask": .., "unk": .., "pad": ..}`` for ``removal="mask"/"unk"/"pad"``
+            (filled from the tokenizer by :meth:`from_tokenizer`).
 
     Example:
         >>> import torch
@@ -39,12 +50,31 @@ class TextModality(Modality):
     name = "text"
 
     def __init__(
-        self, special_ids: Iterable[int], pad_id: int, replacement_id: int, tokenizer: Any | None = None
+        self,
+        special_ids: Iterable[int],
+        pad_id: int,
+        replacement_id: int,
+        tokenizer: Any | None = None,
+        removal: TextRemoval = "replace",
+        token_ids: dict[str, int] | None = None,
     ) -> None:
         self.special_ids = torch.tensor(sorted(set(int(i) for i in special_ids)), dtype=torch.long)
         self.pad_id = int(pad_id)
         self.replacement_id = int(replacement_id)
         self.tokenizer = tokenizer
+        self.token_ids = {"pad": self.pad_id, **(token_ids or {})}
+        if removal not in TEXT_REMOVALS:
+            raise ValueError(f"removal must be one of {TEXT_REMOVALS}, got {removal!r}")
+        if removal in ("mask", "unk", "pad") and removal not in self.token_ids:
+            raise LightningXAIError(f"removal={removal!r} needs the id of the {removal} token: pass token_ids=")
+        self.removal = removal
+
+    def variant(self, removal: str) -> TextModality:
+        """A copy that removes tokens with ``removal`` (one of ``TextRemoval``)."""
+        return TextModality(
+            self.special_ids.tolist(), self.pad_id, self.replacement_id, self.tokenizer, removal,  # type: ignore[arg-type]
+            self.token_ids,
+        )
 
     @classmethod
     def from_tokenizer(cls, tokenizer: Any, replacement: Literal["mask", "unk", "pad"] = "mask") -> TextModality:
@@ -56,7 +86,12 @@ class TextModality(Modality):
                 f"use to remove tokens. Choose another replacement token (one of 'mask', 'unk', 'pad')."
             )
         pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else replacement_id
-        return cls(tokenizer.all_special_ids, pad_id, replacement_id, tokenizer)
+        named = {
+            name: int(getattr(tokenizer, f"{name}_token_id"))
+            for name in ("mask", "unk", "pad")
+            if getattr(tokenizer, f"{name}_token_id", None) is not None
+        }
+        return cls(tokenizer.all_special_ids, pad_id, replacement_id, tokenizer, token_ids=named)
 
     def _valid(self, inputs: ModelInputs) -> Tensor:
         ids = inputs["input_ids"]
@@ -73,10 +108,41 @@ class TextModality(Modality):
         return valid, special
 
     def remove(self, inputs: ModelInputs, removed: Tensor) -> ModelInputs:
-        """Replace removed tokens by ``replacement_id``; the attention mask is kept."""
+        """Take removed tokens out according to ``self.removal`` (default: replace by ``replacement_id``).
+
+        ``"zero_embedding"`` leaves the ids untouched (the forward zeroes the embeddings, see
+        :class:`~lightning_xai.metrics.EmbeddingForward`).
+        """
         perturbed = dict(inputs)
-        perturbed["input_ids"] = inputs["input_ids"].masked_fill(removed, self.replacement_id)
+        ids = inputs["input_ids"]
+        if self.removal in ("replace", "mask", "unk", "pad"):
+            value = self.replacement_id if self.removal == "replace" else self.token_ids[self.removal]
+            perturbed["input_ids"] = ids.masked_fill(removed, value)
+        elif self.removal == "attention":
+            mask = inputs.get("attention_mask")
+            mask = torch.ones_like(ids) if mask is None else mask
+            perturbed["attention_mask"] = mask.masked_fill(removed, 0)
+        elif self.removal == "delete":
+            keep = self._valid(inputs) & ~removed
+            order = torch.argsort((~keep).to(torch.int8), dim=1, stable=True)  # kept tokens first, in order
+            kept_sorted = keep.gather(1, order)
+            width = ids.shape[1]
+            for key, value in inputs.items():
+                if value.dim() == 2 and value.shape[1] == width:
+                    pad_value = self.pad_id if key == "input_ids" else _PAD_VALUES.get(key, 0)
+                    perturbed[key] = value.gather(1, order).masked_fill(~kept_sorted, pad_value)
+            if "attention_mask" in inputs:
+                perturbed["attention_mask"] = kept_sorted.to(inputs["attention_mask"].dtype)
+            elif not bool(kept_sorted.all()):
+                perturbed["attention_mask"] = kept_sorted.long()
         return perturbed
+
+    def removed_lengths(self, inputs: ModelInputs, removed: Tensor) -> Tensor:
+        """:meth:`lengths` after :meth:`remove` (shorter only for ``removal="delete"``)."""
+        lengths = self.lengths(inputs)
+        if self.removal == "delete":
+            lengths = lengths - (removed & self._valid(inputs)).sum(dim=1)
+        return lengths
 
     def collate(self, parts: Sequence[ModelInputs]) -> ModelInputs:
         """Right-pad every part to the widest one, then concatenate."""

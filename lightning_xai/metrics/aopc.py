@@ -1,0 +1,162 @@
+"""AOPC comprehensiveness and sufficiency (DeYoung et al., ERASER, ACL 2020; Eggen et al. 2025; ferret 0.4.2).
+
+For a sample with ``n`` content tokens and a set of bins, ``r_k`` is the top-``k`` content tokens by relevance
+(ties: earlier position first, except ``"ferret"``: later first, as numpy's ``argsort()[-k:]``) and ``p`` is the
+score (softmax probability by default) of the explained class:
+
+* comprehensiveness ``p(x) − p(x without r_k)`` (remove the rationale): **higher is better**, range ``[-1, 1]``;
+* sufficiency ``p(x) − p(r_k)`` (keep only the rationale, every other content token removed): **lower is better**,
+  range ``[-1, 1]``.
+
+Conventions (``convention=``):
+
+* ``"eraser"`` (default): bins ``{1, 5, 10, 20, 50}%``, ``k = ceil(f n)``; the value is the **mean of the 5
+  deltas** (ERASER's code; the paper's ``1/(|B|+1)`` is not used).
+* ``"eggen"``: ``K = {0, 10, 20, 50}%``, ``k = ceil(f n)``; the value is the **sum of the 4 deltas divided by
+  |K| + 1 = 5** (the ``k = 0`` comprehensiveness delta is 0; the ``k = 0`` sufficiency input has every content
+  token removed). Eggen et al. replace tokens by ``[MASK]``.
+* ``"ferret"``: ferret 0.4.2's defaults: thresholds ``numpy.arange(0.1, 1.1, 0.1)``, ``k = int(f n)`` (floor;
+  ``k = 0`` skipped), ``only_pos`` (only tokens with relevance > 0 enter the rationale), a threshold whose token set
+  equals the previous kept one is skipped, the value is the mean over the kept thresholds; ferret deletes tokens, so
+  ``removal`` defaults to ``"delete"`` (ferret also decodes and re-tokenises the text, which we do not: identical
+  whenever re-tokenisation is the identity).
+
+Removal: the modality's own (text default: replacement token) unless ``removal=`` is given. Samples without
+content tokens are skipped.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from lightning_xai.metrics._base import PerturbationMetric, Reduction, reduce, with_unperturbed
+from lightning_xai.metrics._perturbation import ForwardFn, Score, relevance_ranks, scores_of
+from lightning_xai.modalities.base import Modality
+from lightning_xai.types import Explanation, ModelInputs
+
+Convention = Literal["eraser", "eggen", "ferret"]
+CONVENTIONS: dict[str, tuple[float, ...]] = {
+    "eraser": (0.01, 0.05, 0.1, 0.2, 0.5),
+    "eggen": (0.0, 0.1, 0.2, 0.5),
+    "ferret": tuple(float(f) for f in np.arange(0.1, 1.1, 0.1)),
+}
+
+
+def aopc_bins(explanation: Explanation, convention: Convention) -> tuple[Tensor, Tensor, Tensor]:
+    """``(counts [B, T], weights [B, T], ranks [B, N])`` of a convention: tokens in each bin, each bin's weight."""
+    if convention not in CONVENTIONS:
+        raise ValueError(f"convention must be one of {tuple(CONVENTIONS)}, got {convention!r}")
+    content = explanation.content_mask
+    relevance = explanation.relevance.float()
+    n = content.sum(dim=1).double()
+    fractions = torch.tensor(CONVENTIONS[convention], dtype=torch.float64, device=n.device)
+    if convention == "ferret":
+        counts = torch.floor(fractions[None, :] * n[:, None]).long()  # int(f * n), f from numpy.arange
+        positive = (content & (relevance > 0)).sum(dim=1)
+        effective = torch.minimum(counts, positive[:, None])
+        previous = torch.cat([torch.full_like(effective[:, :1], -1), effective[:, :-1]], dim=1)
+        # a kept threshold needs k > 0 and a token set different from the previous kept one (sets are nested, so
+        # "different" means a different size; skipped thresholds repeat the previous size)
+        weights = ((counts > 0) & (effective != previous)).double()
+        weights = weights / weights.sum(dim=1, keepdim=True).clamp_min(1)
+        # ties: later position first (numpy's stable ascending argsort, reversed)
+        ranks = relevance_ranks(relevance.flip(1), content.flip(1)).flip(1)
+        return effective, weights, ranks
+    counts = torch.ceil(fractions[None, :] * n[:, None] - 1e-9).long()
+    divisor = len(fractions) + 1 if convention == "eggen" else len(fractions)
+    weights = torch.full(counts.shape, 1.0 / divisor, dtype=torch.float64, device=n.device)
+    return counts, weights, relevance_ranks(relevance, content)
+
+
+class _AOPC(PerturbationMetric):
+    sufficiency = False
+
+    def __init__(self, convention: Convention = "eraser", **kwargs: Any) -> None:
+        if convention == "ferret":
+            kwargs.setdefault("removal", "delete")
+        super().__init__(**kwargs)
+        if convention not in CONVENTIONS:
+            raise ValueError(f"{type(self).__name__}(convention=...) must be one of {tuple(CONVENTIONS)}")
+        self.convention = convention
+
+    def removal_masks(self, explanation: Explanation) -> Tensor:
+        """Removal masks ``[B, R, N]`` (row 0 unperturbed)."""
+        counts, _, ranks = aopc_bins(explanation, self.convention)
+        content = explanation.content_mask
+        top = (ranks[:, None, :] < counts[:, :, None]) & content[:, None, :]
+        masks = (content[:, None, :] & ~top) if self.sufficiency else top
+        return with_unperturbed(masks)
+
+    def per_sample(self, logits: Tensor, explanation: Explanation) -> Tensor:
+        """Per-sample values ``[B]`` (NaN = skipped)."""
+        _, weights, _ = aopc_bins(explanation, self.convention)
+        scores = scores_of(logits, explanation.target, self.score).double()
+        deltas = scores[:, :1] - scores[:, 1:]
+        value = (deltas * weights.to(deltas.device)).sum(dim=1).float()
+        return value.masked_fill(~explanation.content_mask.any(dim=1), float("nan"))
+
+
+class AOPCComprehensiveness(_AOPC):
+    """AOPC comprehensiveness (higher is better); see the module docstring for ``convention``.
+
+    Args:
+        convention: ``"eraser"`` (default), ``"eggen"`` or ``"ferret"``.
+        kwargs: ``score``, ``removal``, ``max_batch_size`` and :class:`torchmetrics.Metric` arguments.
+    """
+
+    #: Log-key name.
+    name = "aopc_comprehensiveness"
+    higher_is_better = True
+
+
+class AOPCSufficiency(_AOPC):
+    """AOPC sufficiency (lower is better); see the module docstring for ``convention``."""
+
+    #: Log-key name.
+    name = "aopc_sufficiency"
+    higher_is_better = False
+    sufficiency = True
+
+
+def aopc_comprehensiveness(
+    forward: ForwardFn, inputs: ModelInputs, explanation: Explanation, modality: Modality, *,
+    convention: Convention = "eraser", score: Score = "prob", removal: str | float | None = None,
+    max_batch_size: int = 256, reduction: Reduction = "mean",
+) -> Tensor:
+    """AOPC comprehensiveness of a batch (functional twin of :class:`AOPCComprehensiveness`).
+
+    Example (Eggen: one planted token decides; removing it drops p from ~1 to 0.5 at every bin > 0):
+        >>> import torch
+        >>> from lightning_xai.modalities import TextModality
+        >>> from lightning_xai.types import Explanation
+        >>> text = TextModality(special_ids=[0], pad_id=0, replacement_id=1)
+        >>> def forward(x):
+        ...     has_7 = (x["input_ids"] == 7).any(dim=1).float()
+        ...     return torch.stack([torch.zeros_like(has_7), 100 * has_7], dim=1)
+        >>> valid = torch.ones(1, 4, dtype=torch.bool)
+        >>> oracle = Explanation("o", torch.tensor([[0.0, 0.0, 1.0, 0.0]]), valid, ~valid, torch.tensor([1]))
+        >>> inputs = {"input_ids": torch.tensor([[5, 6, 7, 8]])}
+        >>> round(float(aopc_comprehensiveness(forward, inputs, oracle, text, convention="eggen")), 4)  # 3 x 0.5 / 5
+        0.3
+    """
+    kwargs: dict[str, Any] = {} if removal is None else {"removal": removal}
+    metric = AOPCComprehensiveness(convention=convention, score=score, max_batch_size=max_batch_size, **kwargs)
+    return reduce(metric.values(forward, inputs, explanation, modality), reduction)
+
+
+def aopc_sufficiency(
+    forward: ForwardFn, inputs: ModelInputs, explanation: Explanation, modality: Modality, *,
+    convention: Convention = "eraser", score: Score = "prob", removal: str | float | None = None,
+    max_batch_size: int = 256, reduction: Reduction = "mean",
+) -> Tensor:
+    """AOPC sufficiency of a batch (functional twin of :class:`AOPCSufficiency`)."""
+    kwargs: dict[str, Any] = {} if removal is None else {"removal": removal}
+    metric = AOPCSufficiency(convention=convention, score=score, max_batch_size=max_batch_size, **kwargs)
+    return reduce(metric.values(forward, inputs, explanation, modality), reduction)
+
+
+__all__ = ["AOPCComprehensiveness", "AOPCSufficiency", "aopc_comprehensiveness", "aopc_sufficiency"]
