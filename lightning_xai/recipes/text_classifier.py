@@ -14,13 +14,14 @@ Example::
 
 from __future__ import annotations
 
-import math
+import inspect
 from typing import Any
 
 import torch
 from lightning.pytorch import LightningModule
 from torch import nn
 
+from lightning_xai.recipes._optim import SCHEDULES, adamw_with_schedule
 from lightning_xai.recipes.bundled import minilm_path
 
 __all__ = ["TextClassifier"]
@@ -30,7 +31,8 @@ class TextClassifier(LightningModule):
     """Fine-tune a Hugging Face encoder for sequence classification.
 
     Batches are dicts of model inputs plus ``labels`` (as produced by
-    :class:`~lightning_xai.recipes.SentimentDataModule`).
+    :class:`~lightning_xai.recipes.SentimentDataModule`); other keys the model's ``forward`` does not name (e.g.
+    ``rationale_mask``) are not passed to the model.
 
     Args:
         model_name_or_path: A local Hugging Face folder or a hub name (needs a network); ``None`` uses the bundled
@@ -42,6 +44,7 @@ class TextClassifier(LightningModule):
         attn_implementation: Attention kernel of the model (``"sdpa"`` or ``"eager"``; an explainer that needs
             attention probabilities switches to eager itself for its own pass).
         label_names: Class names in id order; ``None`` adopts the data module's ``label_names`` (if any) at setup.
+        schedule: Learning-rate decay after the warmup: ``"linear"`` (default), ``"cosine"`` or ``"constant"``.
 
     Attributes:
         model: The wrapped ``transformers.PreTrainedModel``.
@@ -57,8 +60,11 @@ class TextClassifier(LightningModule):
         warmup_ratio: float = 0.1,
         attn_implementation: str = "sdpa",
         label_names: list[str] | None = None,
+        schedule: str = "linear",
     ) -> None:
         super().__init__()
+        if schedule not in SCHEDULES:
+            raise ValueError(f"schedule must be one of {SCHEDULES}, got {schedule!r}")
         if label_names is not None and len(label_names) != num_labels:
             raise ValueError(f"{len(label_names)} label_names given for num_labels={num_labels}")
         if not 0.0 <= warmup_ratio < 1.0:
@@ -96,7 +102,8 @@ class TextClassifier(LightningModule):
         return self.model(**inputs).logits
 
     def _shared_step(self, batch: dict[str, torch.Tensor], prefix: str) -> torch.Tensor:
-        inputs = {k: v for k, v in batch.items() if k != "labels"}
+        accepted = _named_parameters(self.model)
+        inputs = {k: v for k, v in batch.items() if k != "labels" and k in accepted}
         labels = batch["labels"]
         logits = self(**inputs)
         loss = nn.functional.cross_entropy(logits, labels)
@@ -121,32 +128,23 @@ class TextClassifier(LightningModule):
         self._shared_step(batch, "test")
 
     def configure_optimizers(self) -> dict[str, Any]:
-        """AdamW (no decay on biases and LayerNorm weights) with a per-step linear warmup then linear decay."""
-        no_decay: set[int] = set()
-        for module in self.model.modules():
-            if isinstance(module, nn.LayerNorm):
-                no_decay.update(id(p) for p in module.parameters(recurse=False))
-        for name, param in self.model.named_parameters():
-            if name.endswith("bias"):
-                no_decay.add(id(param))
-        params = [p for p in self.model.parameters() if p.requires_grad]
-        groups = [
-            {"params": [p for p in params if id(p) not in no_decay], "weight_decay": self.hparams.weight_decay},
-            {"params": [p for p in params if id(p) in no_decay], "weight_decay": 0.0},
-        ]
-        optimizer = torch.optim.AdamW(groups, lr=self.hparams.learning_rate)
+        """AdamW (no decay on biases and LayerNorm weights) with a per-step linear warmup then ``schedule`` decay."""
+        return adamw_with_schedule(
+            self.model,
+            self.hparams.learning_rate,
+            self.hparams.weight_decay,
+            self.hparams.warmup_ratio,
+            self.trainer.estimated_stepping_batches,
+            self.hparams.schedule,
+        )
 
-        total = self.trainer.estimated_stepping_batches
-        # An unbounded run (max_steps=-1, max_epochs=-1) has no end to decay towards: warm up, then stay flat.
-        total_steps = int(total) if math.isfinite(total) and total > 0 else None
-        warmup = int(self.hparams.warmup_ratio * total_steps) if total_steps else 0
 
-        def schedule(step: int) -> float:
-            if step < warmup:
-                return (step + 1) / (warmup + 1)
-            if total_steps is None:
-                return 1.0
-            return max(0.0, (total_steps - step) / max(1, total_steps - warmup))
-
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+def _named_parameters(model: nn.Module) -> frozenset[str]:
+    """Explicitly named parameters of ``model.forward`` (``**kwargs`` does not count)."""
+    try:
+        parameters = inspect.signature(model.forward).parameters.values()
+    except (TypeError, ValueError):  # pragma: no cover - builtins
+        return frozenset({"input_ids", "attention_mask", "token_type_ids"})
+    return frozenset(
+        p.name for p in parameters if p.kind not in (inspect.Parameter.VAR_KEYWORD, inspect.Parameter.VAR_POSITIONAL)
+    )

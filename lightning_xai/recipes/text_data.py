@@ -133,11 +133,16 @@ class _Encoded(Dataset):
         return self.examples[index]
 
 
+#: Per-token fields collated as ``bool`` (padded with ``False``) instead of ``long``.
+BOOL_KEYS = frozenset({"rationale_mask"})
+
+
 @dataclass
 class PadCollator:
     """Collate pre-tokenized examples into a batch padded to its longest sequence.
 
-    A plain picklable object (not a closure over the tokenizer) so that worker processes can receive it.
+    A plain picklable object (not a closure over the tokenizer) so that worker processes can receive it. Fields in
+    :data:`BOOL_KEYS` (``rationale_mask``) become ``bool`` tensors, every other sequence field ``long``.
 
     Attributes:
         pad_token_id: Id written into padded ``input_ids`` positions.
@@ -167,7 +172,7 @@ class PadCollator:
             for ex in examples:
                 pad = [fill] * (width - len(ex[key]))
                 rows.append(pad + list(ex[key]) if self.padding_side == "left" else list(ex[key]) + pad)
-            batch[key] = torch.tensor(rows, dtype=torch.long)
+            batch[key] = torch.tensor(rows, dtype=torch.bool if key in BOOL_KEYS else torch.long)
         batch["labels"] = torch.tensor([ex["labels"] for ex in examples], dtype=torch.long)
         return batch
 
