@@ -199,14 +199,15 @@ def test_non_finite_map_is_reported_once_and_other_methods_still_log(tmp_path, t
 
 def test_out_of_memory_halves_the_chunk_and_loses_nothing(tmp_path, tokenizer):
     Module = make_text_module_class(pl)
-    train, val = text_loaders()
     _OOMOnBigChunks.calls = []
     oom = _monitor(explainers=[_OOMOnBigChunks()], batch_size=8)
+    pl.seed_everything(3)
     with pytest.warns(UserWarning, match="out of memory"):
-        _trainer(tmp_path / "a", [oom], max_epochs=1).fit(Module(tokenizer), train, val)
+        _trainer(tmp_path / "a", [oom], max_epochs=1).fit(Module(tokenizer), *text_loaders())
     assert _OOMOnBigChunks.calls == [6, 4, 2, 2, 2]  # batch 8: 6 rows fail, 4 fail, then 2 + 2 + 2
     plain = _monitor(explainers=[GradSAM()], batch_size=8)
-    _trainer(tmp_path / "b", [plain], max_epochs=1).fit(Module(tokenizer), train, val)
+    pl.seed_everything(3)
+    _trainer(tmp_path / "b", [plain], max_epochs=1).fit(Module(tokenizer), *text_loaders())
     expected = plain.history[0]["xai/grad_sam/deletion_auc"]
     assert oom.history[0]["xai/oom_grad_sam/deletion_auc"] == pytest.approx(expected, abs=1e-6)
     assert "xai/oom_grad_sam/skipped_samples" not in oom.history[0]
