@@ -23,6 +23,7 @@ from lightning_xai.explainers.attention_shapley import AttentionShapley
 from lightning_xai.explainers.gae import GAE
 from lightning_xai.explainers.gradients import GradientXInput, IntegratedGradients
 from lightning_xai.explainers.legrad import LeGrad
+from lightning_xai.explainers.lrp import AttnLRP, ConservativeLRP
 from lightning_xai.modalities import TextModality
 from lightning_xai.recipes.bundled import minilm_path
 
@@ -80,6 +81,8 @@ def main() -> None:
         IntegratedGradients(),
         AttentionShapley(),
         AttentionShapley(game="max_mutual"),
+        ConservativeLRP(),
+        AttnLRP(),
     ]
     results: dict[str, float] = {}
     for method in methods:
