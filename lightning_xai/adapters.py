@@ -22,6 +22,12 @@ class AdaptedBatch:
 
     inputs: ModelInputs
     labels: Tensor | None = None
+    #: ``[B, N]`` bool ground-truth rationale over the model tokens (for plausibility metrics), when available.
+    rationale: Tensor | None = None
+
+
+#: Batch key of ground-truth rationale masks (e.g. the planted-shortcut recipe's).
+RATIONALE_KEY = "rationale_mask"
 
 
 def _from_mapping(batch: Mapping[str, Any], labels: Tensor | None) -> AdaptedBatch:
@@ -30,7 +36,8 @@ def _from_mapping(batch: Mapping[str, Any], labels: Tensor | None) -> AdaptedBat
         raise BatchFormatError(_describe(batch))
     if labels is None:
         labels = next((batch[k] for k in LABEL_KEYS if isinstance(batch.get(k), Tensor)), None)
-    return AdaptedBatch(inputs, labels)
+    rationale = batch.get(RATIONALE_KEY)
+    return AdaptedBatch(inputs, labels, rationale.bool() if isinstance(rationale, Tensor) else None)
 
 
 def default_batch_adapter(batch: Any) -> AdaptedBatch:

@@ -21,8 +21,10 @@ from lightning_xai.adapters import AdaptedBatch, as_adapted, default_batch_adapt
 from lightning_xai.capture import AttentionCapture, eval_mode, resolve_capture
 from lightning_xai.errors import LightningXAIError
 from lightning_xai.explain import Target, explain, logits_of
-from lightning_xai.explainers import Explainer, GradSAM
+from lightning_xai.explainers import Explainer, GradSAM, Random
 from lightning_xai.metrics import DeletionAUC
+from lightning_xai.metrics.agreement import rank_correlation
+from lightning_xai.metrics.gain import random_normalised_gain
 from lightning_xai.modalities import Modality, TextModality, VisionModality, select
 from lightning_xai.sinks import EpochReport, FilesSink, ProbeSample, Sink, sinks_for
 from lightning_xai.types import Explanation, ModelInputs
@@ -182,6 +184,9 @@ class ExplanationMonitor(*_CALLBACK_BASES):  # type: ignore[misc]
 
         self._probe_inputs: list[ModelInputs] = []
         self._probe_labels: list[Tensor | None] = []
+        self._probe_rationales: list[Tensor | None] = []
+        #: method -> (relevance [P, N], content mask [P, N]) of the previous scheduled validation, for stability.
+        self._previous_maps: dict[str, tuple[Tensor, Tensor]] = {}
         self._probe_count = 0
         self._model: nn.Module | None = None
         self._capture: AttentionCapture | None = None
@@ -236,8 +241,10 @@ class ExplanationMonitor(*_CALLBACK_BASES):  # type: ignore[misc]
         keep = self._input_keys
         inputs = {k: v[:take].detach().to("cpu", copy=True) for k, v in adapted.inputs.items() if not keep or k in keep}
         labels = None if adapted.labels is None else adapted.labels[:take].detach().to("cpu", copy=True)
+        rationale = None if adapted.rationale is None else adapted.rationale[:take].detach().to("cpu", copy=True)
         self._probe_inputs.append(inputs)
         self._probe_labels.append(labels)
+        self._probe_rationales.append(rationale)
         self._probe_count += take
 
     def on_validation_epoch_end(self, trainer: Any, pl_module: Any) -> None:
@@ -286,7 +293,9 @@ class ExplanationMonitor(*_CALLBACK_BASES):  # type: ignore[misc]
             "history": {int(k): dict(v) for k, v in self.history.items()},
             "probe_inputs": [dict(part) for part in self._probe_inputs],
             "probe_labels": list(self._probe_labels),
+            "probe_rationales": list(self._probe_rationales),
             "probe_count": self._probe_count,
+            "previous_maps": {name: (rel.clone(), mask.clone()) for name, (rel, mask) in self._previous_maps.items()},
             "world_size": _world_size(),
         }
 
@@ -302,6 +311,8 @@ class ExplanationMonitor(*_CALLBACK_BASES):  # type: ignore[misc]
             self._probe_inputs = [dict(part) for part in state_dict["probe_inputs"]]
             self._probe_labels = list(state_dict.get("probe_labels", [None] * len(self._probe_inputs)))
             self._probe_count = int(state_dict.get("probe_count", sum(_rows(p) for p in self._probe_inputs)))
+            self._probe_rationales = list(state_dict.get("probe_rationales", [None] * len(self._probe_inputs)))
+            self._previous_maps = dict(state_dict.get("previous_maps", {}))
 
     # ------------------------------------------------------------------------------------------------ internals
 
@@ -337,8 +348,10 @@ class ExplanationMonitor(*_CALLBACK_BASES):  # type: ignore[misc]
     ) -> tuple[dict[str, Tensor], list[ProbeSample], dict[str, np.ndarray]]:
         assert self._model is not None and self._modality is not None and self._capture is not None
         model, modality = self._model, self._modality
-        probe = modality.collate(self._probe_inputs)
+        probe = modality.collate(self._probe_inputs) if self._probe_inputs else {}
         labels = None if any(lb is None for lb in self._probe_labels) else torch.cat(self._probe_labels)  # type: ignore
+        rationales = _pad_rationales(self._probe_rationales, probe)
+        current_maps: dict[str, list[Explanation]] = {}
         for metric in self._scores.values():
             metric.to(device)
 
@@ -347,12 +360,13 @@ class ExplanationMonitor(*_CALLBACK_BASES):  # type: ignore[misc]
 
         samples: list[ProbeSample] = []
         relevance: dict[str, list[np.ndarray]] = {}
-        total = _rows(probe)
+        total = _rows(probe) if probe else 0
         start, size = 0, self.batch_size
         while start < total:
             rows = slice(start, min(start + size, total))
             chunk = {k: v.to(device) for k, v in select(probe, rows).items()}
             chunk_labels = None if labels is None else labels[rows].to(device)
+            chunk_rationale = None if rationales is None else rationales[rows].to(device)
             errors: dict[str, BaseException] = {}
             try:
                 maps = explain(
@@ -385,7 +399,9 @@ class ExplanationMonitor(*_CALLBACK_BASES):  # type: ignore[misc]
                 for name, explanation in maps.items():
                     for (explainer_name, metric_name), metric in self._scores.items():
                         if explainer_name == name:
-                            self._update_metric(metric, metric_name, name, forward, chunk, explanation)
+                            self._update_metric(metric, metric_name, name, forward, chunk, explanation,
+                                                chunk_rationale)
+                    current_maps.setdefault(name, []).append(explanation)
             if keep_maps and maps:
                 for name, explanation in maps.items():
                     relevance.setdefault(name, []).append(explanation.relevance[explanation.content_mask].cpu().numpy())
@@ -404,15 +420,90 @@ class ExplanationMonitor(*_CALLBACK_BASES):  # type: ignore[misc]
                 self._handle_error(f"metric {metric_name!r} on {explainer_name!r}", error)
             finally:
                 metric.reset()
+        values.update(self._gains(values))
+        values.update(self._map_relations(current_maps))
         return values, samples, {name: np.concatenate(parts) for name, parts in relevance.items()}
 
+    def _gains(self, values: dict[str, Tensor]) -> dict[str, Tensor]:
+        """``<metric>_gain_vs_random`` of every method when a ``Random`` explainer runs: > 0 is better than chance."""
+        random_names = [e.name for e in self.explainers if isinstance(e, Random)]
+        if not random_names:
+            return {}
+        baseline_prefix = f"{self.log_prefix}{random_names[0]}/"
+        gains: dict[str, Tensor] = {}
+        for key, value in values.items():
+            method, _, metric = key[len(self.log_prefix) :].partition("/")
+            baseline = values.get(baseline_prefix + metric)
+            if method == random_names[0] or baseline is None or key not in self._higher_is_better:
+                continue
+            gains[f"{key}_gain_vs_random"] = random_normalised_gain(value, baseline, self._higher_is_better[key])
+        self._higher_is_better.update(dict.fromkeys(gains, True))
+        return gains
+
+    def _map_relations(self, maps: dict[str, list[Explanation]]) -> dict[str, Tensor]:
+        """Stability (Spearman with the previous validation's map of the same samples) and agreement between methods.
+
+        Means over probe samples; under DDP the per-rank sums and counts are all-reduced, so every rank logs the
+        same value as a single process on the union of the shards.
+        """
+        full = {name: (torch.cat([e.relevance.cpu() for e in parts]), torch.cat([e.content_mask.cpu() for e in parts]))
+                for name, parts in maps.items()}
+        names = [e.name for e in self.explainers]
+        pending: dict[str, tuple[Tensor, Tensor]] = {}
+        for name in names:
+            previous = self._previous_maps.get(name)
+            if name in full and previous is not None and previous[0].shape == full[name][0].shape:
+                pending[f"{self.log_prefix}{name}/stability"] = (full[name][0], previous[0])
+        for i, a in enumerate(names):
+            for b in names[i + 1 :]:
+                if a in full and b in full:
+                    pending[f"{self.log_prefix}agreement/{a}_vs_{b}"] = (full[a][0], full[b][0])
+        results: dict[str, Tensor] = {}
+        keys = sorted(pending) if not _is_distributed() else sorted(self._relation_keys(names))
+        for key in keys:
+            if key in pending:
+                first, second = pending[key]
+                mask = next(iter(full.values()))[1]
+                rho = rank_correlation(first, second, mask)
+                rho = rho[~torch.isnan(rho)]
+                totals = torch.tensor([float(rho.sum()), float(rho.numel())], dtype=torch.float64)
+            else:
+                totals = torch.zeros(2, dtype=torch.float64)
+            if _is_distributed():  # every rank reduces the same keys in the same order
+                totals = totals.to(_collective_device())
+                torch.distributed.all_reduce(totals)
+                totals = totals.cpu()
+            if totals[1] > 0:
+                results[key] = (totals[0] / totals[1]).float()
+        self._previous_maps = {name: full[name] for name in full}
+        self._higher_is_better.update(dict.fromkeys(results, True))
+        return results
+
+    def _relation_keys(self, names: list[str]) -> set[str]:
+        """Keys every rank reduces: stability once a previous epoch exists anywhere, all method pairs."""
+        keys = {f"{self.log_prefix}agreement/{a}_vs_{b}" for i, a in enumerate(names) for b in names[i + 1 :]}
+        if self.history:
+            keys |= {f"{self.log_prefix}{name}/stability" for name in names}
+        return keys
+
     def _update_metric(
-        self, metric: Metric, metric_name: str, method: str, forward: Any, chunk: ModelInputs, explanation: Explanation
+        self,
+        metric: Metric,
+        metric_name: str,
+        method: str,
+        forward: Any,
+        chunk: ModelInputs,
+        explanation: Explanation,
+        rationale: Tensor | None = None,
     ) -> None:
-        """``metric.update`` that halves the metric's ``max_batch_size`` and retries on out-of-memory."""
+        """``metric.update`` that halves the metric's ``max_batch_size`` and retries on out-of-memory.
+
+        Metrics whose ``update`` takes ``rationale`` (plausibility) get the batch's ground-truth rationale masks.
+        """
+        extra = {"rationale": rationale} if _accepts(metric.update, "rationale") else {}
         while True:
             try:
-                metric.update(forward, chunk, explanation, self._modality)
+                metric.update(forward, chunk, explanation, self._modality, **extra)
                 return
             except Exception as error:
                 limit = getattr(metric, "max_batch_size", None)
@@ -530,6 +621,26 @@ def _forward_parameters(model: nn.Module) -> set[str] | None:
 
 def _is_distributed() -> bool:
     return torch.distributed.is_available() and torch.distributed.is_initialized()
+
+
+def _accepts(function: Callable[..., Any], name: str) -> bool:
+    try:
+        return name in inspect.signature(function).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+def _collective_device() -> torch.device:
+    backend = torch.distributed.get_backend()
+    return torch.device("cuda", torch.cuda.current_device()) if backend == "nccl" else torch.device("cpu")
+
+
+def _pad_rationales(parts: list[Tensor | None], probe: ModelInputs) -> Tensor | None:
+    """Probe rationale masks padded (False) to the probe's token width; None unless every batch had them."""
+    if not parts or any(part is None for part in parts) or "input_ids" not in probe:
+        return None
+    width = probe["input_ids"].shape[1]
+    return torch.cat([torch.nn.functional.pad(p.bool(), (0, width - p.shape[1]), value=False) for p in parts])
 
 
 def _world_size() -> int:

@@ -48,7 +48,7 @@ def test_text_fit_logs_exact_scalars_and_heatmaps_to_tensorboard(package, tmp_pa
 
     assert sorted(monitor.history) == [0, 1]  # sanity check skipped: exactly one entry per epoch
     keys = {"xai/grad_sam/deletion_auc", "xai/random/deletion_auc"}
-    assert set(monitor.history[1]) == keys
+    assert keys <= set(monitor.history[1])
     assert keys <= set(trainer.callback_metrics)
 
     # recompute the last epoch independently: the first 12 validation samples, final weights
@@ -148,8 +148,9 @@ def test_training_is_bit_identical_with_and_without_the_monitor(tmp_path, tokeni
                                  metrics=[DeletionAUC(steps=3)], on_error="warn")
     with pytest.warns(UserWarning, match="injected failure"):
         weights, optim, next_draw = _train_once(tmp_path / "b", tokenizer, [monitor])
-    assert set(monitor.history[1]) == {"xai/grad_sam/deletion_auc", "xai/random/deletion_auc",
-                                       "xai/exploding/skipped_samples"}
+    assert {"xai/grad_sam/deletion_auc", "xai/random/deletion_auc", "xai/exploding/skipped_samples"} <= set(
+        monitor.history[1])
+    assert not any(key.startswith("xai/exploding/") and "skipped" not in key for key in monitor.history[1])
     assert monitor.history[1]["xai/exploding/skipped_samples"] == 10  # every probe sample, counted once per epoch
     for key, value in base_weights.items():
         assert torch.equal(value, weights[key]), key
