@@ -35,7 +35,9 @@ def test_report_cli_writes_a_self_contained_page(tmp_path, tokenizer, capsys):
     assert page.startswith("<!DOCTYPE html>")
     assert "http://" not in page.replace('xmlns="http://www.w3.org/2000/svg"', "") and "https://" not in page
     assert "<script" not in page
-    assert page.count("<svg") == 1 and "deletion_auc" in page and "lower is better" in page
+    # one chart per logged metric: deletion AUC, its gain over random, stability, agreement
+    assert page.count("<svg") == 4 and 'aria-label="deletion_auc"' in page
+    assert "lower is better" in page and "higher is better" in page
     for epoch in monitor.history:
         assert f"epoch {epoch} —" in page
     assert "probe sample 0" in page and "probe sample 1" in page

@@ -128,7 +128,9 @@ def test_explain_reproduces_the_callback(tmp_path, monkeypatch, capsys):
     run = tmp_path / "runs" / "vit_digits" / "version_0"
     (ckpt,) = (run / "checkpoints").glob("*.ckpt")
     trained = _scalars(run / "xai" / "explanations.jsonl")
-    assert set(trained) == {"xai/grad_sam/deletion_auc", "xai/random/deletion_auc"}
+    # (agreement may be absent: a constant Grad-SAM patch map on the 1-layer stand-in has no rank correlation)
+    assert {"xai/grad_sam/deletion_auc", "xai/random/deletion_auc", "xai/grad_sam/deletion_auc_gain_vs_random"} <= set(
+        trained)
     capsys.readouterr()
 
     out = tmp_path / "offline"

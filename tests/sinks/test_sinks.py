@@ -47,7 +47,10 @@ def test_tensorboard_custom_scalars_histograms_and_images(tmp_path, tokenizer):
     layout = layout_pb2.Layout()
     layout.ParseFromString(events.Tensors(config_tag)[-1].tensor_proto.string_val[0])
     charts = {chart.title: list(chart.multiline.tag) for cat in layout.category for chart in cat.chart}
-    assert charts == {"deletion_auc": ["xai/grad_sam/deletion_auc", "xai/random/deletion_auc"]}
+    assert charts["deletion_auc"] == ["xai/grad_sam/deletion_auc", "xai/random/deletion_auc"]
+    assert charts["deletion_auc_gain_vs_random"] == ["xai/grad_sam/deletion_auc_gain_vs_random"]
+    assert set(charts) == {"deletion_auc", "deletion_auc_gain_vs_random", "grad_sam_vs_random", "stability"}
+    assert charts["stability"] == ["xai/grad_sam/stability", "xai/random/stability"]
 
 
 def test_files_sink_with_csv_logger_writes_jsonl_png_and_html(tmp_path, tokenizer):
@@ -58,7 +61,8 @@ def test_files_sink_with_csv_logger_writes_jsonl_png_and_html(tmp_path, tokenize
     assert [line["epoch"] for line in lines] == [0, 1]
     for line in lines:
         assert line["scalars"] == monitor.history[line["epoch"]]
-        assert line["higher_is_better"] == {k: False for k in line["scalars"]}
+        assert line["higher_is_better"] == {k: "deletion_auc" not in k or k.endswith("_gain_vs_random")
+                                            for k in line["scalars"]}
         assert [s["index"] for s in line["samples"]] == [0, 1]
         for sample in line["samples"]:
             assert set(sample["maps"]) == {"grad_sam", "random"}
