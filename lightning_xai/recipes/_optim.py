@@ -76,3 +76,16 @@ def adamw_with_schedule(
         optimizer, lambda step: lr_multiplier(step, warmup, total_steps, schedule)
     )
     return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+
+def log_classification_step(module: Any, prefix: str, logits: torch.Tensor, labels: torch.Tensor,
+                            loss: torch.Tensor) -> None:
+    """Log ``<prefix>/loss`` and ``<prefix>/acc``: per step while training, per epoch otherwise.
+
+    ``batch_size`` is given explicitly: Lightning cannot infer it from a dict batch reliably.
+    """
+    acc = (logits.argmax(dim=-1) == labels).float().mean()
+    on_step = prefix == "train"
+    kwargs: dict[str, Any] = {"on_step": on_step, "on_epoch": not on_step, "batch_size": labels.shape[0]}
+    module.log(f"{prefix}/loss", loss, prog_bar=True, **kwargs)
+    module.log(f"{prefix}/acc", acc, prog_bar=not on_step, **kwargs)

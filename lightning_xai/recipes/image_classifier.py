@@ -20,7 +20,7 @@ import torch
 from lightning.pytorch import LightningModule
 from torch import nn
 
-from lightning_xai.recipes._optim import SCHEDULES, adamw_with_schedule
+from lightning_xai.recipes._optim import SCHEDULES, adamw_with_schedule, log_classification_step
 
 __all__ = ["ImageClassifier"]
 
@@ -170,11 +170,7 @@ class ImageClassifier(LightningModule):
         logits = self(batch["pixel_values"])
         smoothing = self.hparams.label_smoothing if prefix == "train" else 0.0
         loss = nn.functional.cross_entropy(logits, labels, label_smoothing=smoothing)
-        acc = (logits.argmax(dim=-1) == labels).float().mean()
-        on_step = prefix == "train"
-        kwargs: dict[str, Any] = {"on_step": on_step, "on_epoch": not on_step, "batch_size": labels.shape[0]}
-        self.log(f"{prefix}/loss", loss, prog_bar=True, **kwargs)
-        self.log(f"{prefix}/acc", acc, prog_bar=not on_step, **kwargs)
+        log_classification_step(self, prefix, logits, labels, loss)
         return loss
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:

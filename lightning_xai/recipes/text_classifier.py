@@ -21,7 +21,7 @@ import torch
 from lightning.pytorch import LightningModule
 from torch import nn
 
-from lightning_xai.recipes._optim import SCHEDULES, adamw_with_schedule
+from lightning_xai.recipes._optim import SCHEDULES, adamw_with_schedule, log_classification_step
 from lightning_xai.recipes.bundled import minilm_path
 
 __all__ = ["TextClassifier"]
@@ -107,12 +107,7 @@ class TextClassifier(LightningModule):
         labels = batch["labels"]
         logits = self(**inputs)
         loss = nn.functional.cross_entropy(logits, labels)
-        acc = (logits.argmax(dim=-1) == labels).float().mean()
-        on_step = prefix == "train"
-        # batch_size given explicitly: Lightning cannot infer it from a dict batch reliably.
-        kwargs: dict[str, Any] = {"on_step": on_step, "on_epoch": not on_step, "batch_size": labels.shape[0]}
-        self.log(f"{prefix}/loss", loss, prog_bar=True, **kwargs)
-        self.log(f"{prefix}/acc", acc, prog_bar=not on_step, **kwargs)
+        log_classification_step(self, prefix, logits, labels, loss)
         return loss
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
