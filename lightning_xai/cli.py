@@ -122,8 +122,8 @@ def print_run_summary(trainer: Trainer, stage: str = "fit") -> None:
     """Print where the logs are, how to open them, and the explanation metrics of a finished run (rank zero only).
 
     Explanation metrics come from every callback with a non-empty ``history`` mapping (epoch ->
-    ``{metric key: value}``, as kept by :class:`lightning_xai.ExplanationMonitor`): one row per epoch, one column
-    per key. Without such a callback, the ``xai/`` entries of ``trainer.callback_metrics`` are printed instead.
+    ``{metric key: value}``, as kept by :class:`lightning_xai.ExplanationMonitor`): one row per key, one column
+    per epoch. Without such a callback, the ``xai/`` entries of ``trainer.callback_metrics`` are printed instead.
 
     Args:
         trainer: The trainer after ``fit``/``validate``/``test``.
@@ -149,11 +149,10 @@ def print_run_summary(trainer: Trainer, stage: str = "fit") -> None:
         keys: list[str] = []
         for metrics in history.values():
             keys.extend(k for k in metrics if k not in keys)
-        rows = [
-            [str(epoch)] + [_fmt(history[epoch][k]) if k in history[epoch] else "" for k in keys]
-            for epoch in sorted(history)
-        ]
-        _print_table(f"Explanation metrics ({name}.history)", ["epoch", *keys], rows)
+        # one row per metric, one column per epoch: keys are long and many, epochs are few
+        epochs = sorted(history)
+        rows = [[k] + [_fmt(history[e][k]) if k in history[e] else "" for e in epochs] for k in keys]
+        _print_table(f"Explanation metrics ({name}.history)", ["metric", *[f"epoch {e}" for e in epochs]], rows)
     if histories:
         return
     xai = {k: v for k, v in sorted(trainer.callback_metrics.items()) if k.startswith("xai/")}
