@@ -96,15 +96,16 @@ def main() -> None:
         deletion_auc(lambda x: logits_of(model(**x)), probe, maps, modality, steps=10)
 
     monitor = ExplanationMonitor(explainers=[GradSAM()], metrics=[DeletionAUC(steps=10)], num_samples=32,
-                                 num_heatmaps=0, tokenizer=tokenizer)
+                                 num_heatmaps=0, tokenizer=tokenizer, write_files=False)
     module = torch.nn.Module()
     module.model = model
-    trainer = SimpleNamespace(sanity_checking=False, loggers=[], is_global_zero=True, datamodule=None)
+    trainer = SimpleNamespace(sanity_checking=False, loggers=[], is_global_zero=True, datamodule=None, log_dir=None,
+                              default_root_dir="/tmp")
     monitor.setup(trainer, module, "fit")
     monitor.on_validation_batch_end(trainer, module, None, probe, 0)
 
     def monitor_32():
-        monitor._explain_probe_set(torch.device("cpu"))
+        monitor._explain_probe_set(torch.device("cpu"), False)
 
     timings = {}
     for name, fn in [("plain_32", plain_32), ("plain_256", plain_256), ("fwd_bwd_32", fwd_bwd_32),
