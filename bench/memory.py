@@ -1,6 +1,7 @@
 """Peak memory of one monitored validation with a large probe set (issue 7): 256 samples x 512 tokens, MiniLM.
 
-The monitor explains the probe set in chunks of ``--batch-size`` and the perturbation engine forwards at most
+The monitor explains the probe set in chunks of at most ``--batch-size`` rows and at most ``token_budget``
+rows x tokens^2 (the monitor's default: 2 rows of 512 tokens), and the perturbation engine forwards at most
 ``--max-batch-size`` rows at once, so memory is bounded by the chunk sizes, not by the probe-set size. Reports the
 process's peak resident set size (``ru_maxrss``) before and after the monitored validation, and the budget
 implied by the chunk sizes.
@@ -37,6 +38,7 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=256)
     parser.add_argument("--tokens", type=int, default=512)
     parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--token-budget", type=int, default=32 * 128 * 128)
     parser.add_argument("--max-batch-size", type=int, default=32)
     parser.add_argument("--steps", type=int, default=4)
     parser.add_argument("--threads", type=int, default=2)
@@ -51,7 +53,8 @@ def main() -> None:
     batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
     monitor = ExplanationMonitor(explainers=[GradSAM()], metrics=[DeletionAUC(steps=args.steps,
                                  max_batch_size=args.max_batch_size)], num_samples=args.samples, num_heatmaps=0,
-                                 batch_size=args.batch_size, tokenizer=tokenizer, write_files=False)
+                                 batch_size=args.batch_size, tokenizer=tokenizer, write_files=False,
+                                 token_budget=args.token_budget)
     module = torch.nn.Module()
     module.model = model
     trainer = SimpleNamespace(sanity_checking=False, loggers=[], is_global_zero=True, datamodule=None, log_dir=None,
@@ -67,7 +70,8 @@ def main() -> None:
     after = peak_rss_mib()
     print(json.dumps({
         "probe": f"{args.samples} samples x {args.tokens} tokens (MiniLM-L6, 3 classes)",
-        "chunks": {"explain batch_size": args.batch_size, "perturbation max_batch_size": args.max_batch_size,
+        "chunks": {"explain batch_size": args.batch_size, "token_budget": args.token_budget,
+                   "perturbation max_batch_size": args.max_batch_size,
                    "deletion steps": args.steps},
         "peak_rss_mib_before_monitor": round(before, 1),
         "peak_rss_mib_after_monitor": round(after, 1),

@@ -104,6 +104,9 @@ class ExplanationMonitor(*_CALLBACK_BASES):  # type: ignore[misc]
         write_files: also write PNG/HTML heatmaps and a JSON line per epoch (scores + maps) on rank zero, whatever
             the loggers (read by ``lightning-xai report``).
         files_dir: where those files go (default: ``<trainer.log_dir>/xai``).
+        token_budget: upper bound on ``rows x tokens^2`` of one explanation chunk. The recorded attention and its
+            gradient hold ``layers x rows x heads x tokens^2`` floats, so long inputs get fewer rows per chunk
+            (default: 32 rows of 128 tokens; 2 rows of 512 tokens). ``batch_size`` still caps the rows.
 
     Example::
 
@@ -140,6 +143,7 @@ class ExplanationMonitor(*_CALLBACK_BASES):  # type: ignore[misc]
         on_error: ErrorPolicy = "warn",
         write_files: bool = True,
         files_dir: str | None = None,
+        token_budget: int = 32 * 128 * 128,
     ) -> None:
         super().__init__()
         if on_error not in ("warn", "raise"):
@@ -179,6 +183,9 @@ class ExplanationMonitor(*_CALLBACK_BASES):  # type: ignore[misc]
         self.on_error: ErrorPolicy = on_error
         self.write_files = write_files
         self.files_dir = files_dir
+        if not isinstance(token_budget, int) or token_budget < 1:
+            raise ValueError(f"token_budget must be an integer >= 1; got {token_budget!r}")
+        self.token_budget = token_budget
         #: epoch -> {logged key: value}, for every scheduled validation so far.
         self.history: dict[int, dict[str, float]] = {}
 
@@ -361,7 +368,8 @@ class ExplanationMonitor(*_CALLBACK_BASES):  # type: ignore[misc]
         samples: list[ProbeSample] = []
         relevance: dict[str, list[np.ndarray]] = {}
         total = _rows(probe) if probe else 0
-        start, size = 0, self.batch_size
+        width = _token_width(probe, modality) if probe else 1
+        start, size = 0, max(1, min(self.batch_size, self.token_budget // (width * width)))
         while start < total:
             rows = slice(start, min(start + size, total))
             chunk = {k: v.to(device) for k, v in select(probe, rows).items()}
@@ -641,6 +649,14 @@ def _pad_rationales(parts: list[Tensor | None], probe: ModelInputs) -> Tensor | 
         return None
     width = probe["input_ids"].shape[1]
     return torch.cat([torch.nn.functional.pad(p.bool(), (0, width - p.shape[1]), value=False) for p in parts])
+
+
+def _token_width(probe: ModelInputs, modality: Modality) -> int:
+    """Tokens per row the attention will have (text: padded width; vision: patches + prefix)."""
+    if isinstance(modality, VisionModality):
+        rows, cols = modality.grid(probe)
+        return rows * cols + 2  # at most two prefix tokens ([CLS], distillation)
+    return int(next(iter(probe.values())).shape[1])
 
 
 def _world_size() -> int:

@@ -267,3 +267,22 @@ def test_vision_module_under_validate_and_fit_restores_everything(tmp_path):
     monitor = _monitor(num_samples=8)
     _trainer(tmp_path, [monitor], max_epochs=1).fit(module, train, val)
     assert module.model.training and module.model.config._attn_implementation == "sdpa"
+
+
+def test_token_budget_bounds_the_rows_of_long_explanation_chunks(tmp_path, tokenizer):
+    Module = make_text_module_class(pl)
+    train, _ = text_loaders()
+    rows = [{"input_ids": torch.tensor([2] + [5, 6, 7] * 10 + [3]), "labels": torch.tensor(i % 2)} for i in range(6)]
+    val = DataLoader(rows, batch_size=6, collate_fn=collate_text)  # 32 tokens per row
+    seen = []
+
+    class Recording(GradSAM):
+        def explain(self, forward):
+            seen.append(forward.valid_mask.shape[0])
+            return super().explain(forward)
+
+    monitor = _monitor(explainers=[Recording()], batch_size=8, token_budget=2 * 32 * 32)
+    _trainer(tmp_path, [monitor], max_epochs=1).fit(Module(tokenizer), train, val)
+    assert seen == [2, 2, 2]  # the budget, not batch_size, decides: 2 rows of 32 tokens per chunk
+    with pytest.raises(ValueError, match="token_budget"):
+        ExplanationMonitor(token_budget=0)
