@@ -34,6 +34,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from lightning_xai.recipes._hf import load_hf_dataset
+from lightning_xai.recipes._splits import SplitLoaders
 
 __all__ = [
     "IMAGE_EXTENSIONS",
@@ -180,7 +181,7 @@ def pil_to_tensor(image: Any) -> Tensor:
     return torch.from_numpy(np.ascontiguousarray(array))
 
 
-class _ImageDataModule(LightningDataModule):
+class _ImageDataModule(SplitLoaders, LightningDataModule):
     """Shared split / preprocessing / loader logic. Subclasses implement :meth:`_load_splits`."""
 
     def __init__(
@@ -244,17 +245,6 @@ class _ImageDataModule(LightningDataModule):
             persistent_workers=self.num_workers > 0,
         )
 
-    def train_dataloader(self) -> DataLoader:
-        """Shuffled (seeded) training batches, randomly shifted by up to ``max_shift`` pixels."""
-        return self._loader("train", train=True)
-
-    def val_dataloader(self) -> DataLoader:
-        """Validation batches in a fixed order."""
-        return self._loader("val", train=False)
-
-    def test_dataloader(self) -> DataLoader:
-        """Test batches in a fixed order."""
-        return self._loader("test", train=False)
 
 
 class DigitsDataModule(_ImageDataModule):

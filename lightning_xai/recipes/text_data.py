@@ -29,6 +29,7 @@ import torch
 from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from lightning_xai.recipes._splits import SplitLoaders
 from lightning_xai.recipes.bundled import minilm_path, sentiment_csv_path
 
 __all__ = [
@@ -225,7 +226,7 @@ class LengthGroupedSampler(Sampler[int]):
             yield from b
 
 
-class SentimentDataModule(LightningDataModule):
+class SentimentDataModule(SplitLoaders, LightningDataModule):
     """Class-balanced tweet sentiment (negative / neutral / positive) from the bundled corpus.
 
     Splits are disjoint and deterministic for a given ``seed``: validation rows are drawn first, then test rows,
@@ -342,14 +343,3 @@ class SentimentDataModule(LightningDataModule):
             persistent_workers=workers > 0,
         )
 
-    def train_dataloader(self) -> DataLoader:
-        """Shuffled training batches (seeded: the same order every run), length-grouped if ``group_by_length``."""
-        return self._loader("train", shuffle=True)
-
-    def val_dataloader(self) -> DataLoader:
-        """Validation batches in a fixed order."""
-        return self._loader("val", shuffle=False)
-
-    def test_dataloader(self) -> DataLoader:
-        """Held-out test batches in a fixed order."""
-        return self._loader("test", shuffle=False)

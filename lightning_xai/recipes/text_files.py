@@ -26,6 +26,7 @@ from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader
 
 from lightning_xai.recipes._hf import load_hf_dataset
+from lightning_xai.recipes._splits import SplitLoaders
 from lightning_xai.recipes.bundled import minilm_path
 from lightning_xai.recipes.image_data import stratified_split
 from lightning_xai.recipes.text_data import LengthGroupedSampler, PadCollator, _Encoded
@@ -92,7 +93,7 @@ def _as_int(value: Any) -> int | None:
     return None
 
 
-class TextClassificationDataModule(LightningDataModule):
+class TextClassificationDataModule(SplitLoaders, LightningDataModule):
     """Shared tokenization / batching of text classification splits. Subclasses implement :meth:`load_splits`.
 
     Args:
@@ -207,17 +208,6 @@ class TextClassificationDataModule(LightningDataModule):
             persistent_workers=self.num_workers > 0,
         )
 
-    def train_dataloader(self) -> DataLoader:
-        """Shuffled (seeded) training batches."""
-        return self._loader("train", shuffle=True)
-
-    def val_dataloader(self) -> DataLoader:
-        """Validation batches in a fixed order."""
-        return self._loader("val", shuffle=False)
-
-    def test_dataloader(self) -> DataLoader:
-        """Test batches in a fixed order."""
-        return self._loader("test", shuffle=False)
 
 
 class TextFileDataModule(TextClassificationDataModule):
