@@ -17,9 +17,10 @@ Conventions (``convention=``):
   token removed). Eggen et al. replace tokens by ``[MASK]``.
 * ``"ferret"``: ferret 0.4.2's defaults: thresholds ``numpy.arange(0.1, 1.1, 0.1)``, ``k = int(f n)`` (floor;
   ``k = 0`` skipped), ``only_pos`` (only tokens with relevance > 0 enter the rationale), a threshold whose token set
-  equals the previous kept one is skipped, the value is the mean over the kept thresholds; ferret deletes tokens, so
-  ``removal`` defaults to ``"delete"`` (ferret also decodes and re-tokenises the text, which we do not: identical
-  whenever re-tokenisation is the identity).
+  equals the previous kept one is skipped, the value is the mean over the kept thresholds; ferret deletes the tokens,
+  decodes the rest to text and tokenises it again, so ``removal`` defaults to ``"retokenize"`` (needs the tokenizer in
+  the modality; ``removal="delete"`` deletes without the round trip, which differs from ferret only where
+  re-tokenising a perturbed text does not give back the kept ids, e.g. a lone ``##ing`` piece).
 
 Removal: the modality's own (text default: replacement token) unless ``removal=`` is given. Samples without
 content tokens are skipped.
@@ -77,7 +78,7 @@ class _AOPC(PerturbationMetric):
 
     def __init__(self, convention: Convention = "eraser", **kwargs: Any) -> None:
         if convention == "ferret":
-            kwargs.setdefault("removal", "delete")
+            kwargs.setdefault("removal", "retokenize")
         super().__init__(**kwargs)
         if convention not in CONVENTIONS:
             raise ValueError(f"{type(self).__name__}(convention=...) must be one of {tuple(CONVENTIONS)}")

@@ -2,9 +2,11 @@
 
 ``loo_t = p(x) − p(x without token t)`` for every content token ``t`` (one perturbed forward per token), and the
 value is Kendall's τ-b between ``loo`` and the relevance over the content tokens (τ-b as ``scipy.stats.kendalltau``:
-ties counted, NaN when either side is constant or fewer than 2 tokens). ferret removes the token by **deletion**
-(``removal="delete"``, the default here; ferret also decodes and re-tokenises the text, which we do not);
-``removal="replace"`` (or ``"mask"``/``"unk"``) replaces it instead. **Higher is better**; range ``[-1, 1]``.
+ties counted, NaN when either side is constant or fewer than 2 tokens). The token is **deleted** (``removal="delete"``,
+the default: one batched id shift, no tokenizer needed). ferret also decodes the rest to text and tokenises it again;
+``removal="retokenize"`` reproduces that exactly (the two agree wherever re-tokenising gives back the kept ids; they
+differ where deleting a word piece changes how its neighbours tokenise). ``removal="replace"`` (or
+``"mask"``/``"unk"``) replaces the token instead. **Higher is better**; range ``[-1, 1]``.
 """
 
 from __future__ import annotations

@@ -14,10 +14,11 @@ from lightning_xai.types import ModelInputs
 
 #: How a removed text token is taken out of the input: replaced by ``replacement_id`` (``"replace"``) or by a named
 #: token (``"mask"``, ``"unk"``, ``"pad"``); hidden through the attention mask (``"attention"``); deleted and the row
-#: shifted left (``"delete"``, ferret's default); or its input embedding set to zero (``"zero_embedding"``, AttnLRP;
+#: shifted left (``"delete"``); deleted, the remaining content decoded to text and re-tokenised (``"retokenize"``,
+#: exactly what ferret does; needs the tokenizer); or its input embedding set to zero (``"zero_embedding"``, AttnLRP;
 #: needs an :class:`~lightning_xai.metrics.EmbeddingForward`).
-TextRemoval = Literal["replace", "mask", "unk", "pad", "attention", "delete", "zero_embedding"]
-TEXT_REMOVALS = ("replace", "mask", "unk", "pad", "attention", "delete", "zero_embedding")
+TextRemoval = Literal["replace", "mask", "unk", "pad", "attention", "delete", "retokenize", "zero_embedding"]
+TEXT_REMOVALS = ("replace", "mask", "unk", "pad", "attention", "delete", "retokenize", "zero_embedding")
 
 _PAD_VALUES = {"attention_mask": 0, "token_type_ids": 0, "special_tokens_mask": 1}
 
@@ -67,6 +68,11 @@ class TextModality(Modality):
             raise ValueError(f"removal must be one of {TEXT_REMOVALS}, got {removal!r}")
         if removal in ("mask", "unk", "pad") and removal not in self.token_ids:
             raise LightningXAIError(f"removal={removal!r} needs the id of the {removal} token: pass token_ids=")
+        if removal == "retokenize" and tokenizer is None:
+            raise LightningXAIError(
+                "removal='retokenize' decodes and re-tokenises the text, so it needs the tokenizer: build the "
+                "modality with TextModality.from_tokenizer(tokenizer), or use removal='delete' (no re-tokenising)."
+            )
         self.removal = removal
 
     def variant(self, removal: str) -> TextModality:
@@ -135,10 +141,44 @@ class TextModality(Modality):
                 perturbed["attention_mask"] = kept_sorted.to(inputs["attention_mask"].dtype)
             elif not bool(kept_sorted.all()):
                 perturbed["attention_mask"] = kept_sorted.long()
+        elif self.removal == "retokenize":
+            perturbed = self._retokenize(inputs, removed)
+        return perturbed
+
+    def _retokenize(self, inputs: ModelInputs, removed: Tensor) -> ModelInputs:
+        """Ferret's perturbation: decode the kept content tokens to text and tokenise that text again.
+
+        Special tokens and padding are dropped before decoding and added back by the tokenizer, as ferret does
+        (``tokenizer.decode(ids[1:-1])`` then ``tokenizer(text)``); pairs of sequences are not supported.
+        """
+        ids = inputs["input_ids"]
+        width = ids.shape[1]
+        per_token = {key for key, value in inputs.items() if value.dim() == 2 and value.shape[1] == width}
+        unknown = per_token - {"input_ids", "attention_mask", "token_type_ids"}
+        if unknown:
+            raise LightningXAIError(f"removal='retokenize' cannot rebuild the per-token inputs {sorted(unknown)}; "
+                                    "use removal='delete' instead.")
+        if "token_type_ids" in inputs and bool((inputs["token_type_ids"] != 0).any()):
+            raise LightningXAIError("removal='retokenize' supports single sequences only (token_type_ids != 0); "
+                                    "use removal='delete' for sentence pairs.")
+        valid, special = self.token_masks(inputs, width)
+        kept = (valid & ~special & ~removed).cpu()
+        rows = ids.cpu()
+        texts = [self.tokenizer.decode(row[keep].tolist(), skip_special_tokens=False) for row, keep in zip(rows, kept, strict=True)]
+        encoded = self.tokenizer(texts, padding="longest", truncation=True, return_tensors="pt")
+        perturbed = {key: value for key, value in inputs.items() if key not in per_token}
+        perturbed["input_ids"] = encoded["input_ids"].to(device=ids.device, dtype=ids.dtype)
+        mask_dtype = inputs["attention_mask"].dtype if "attention_mask" in inputs else torch.long
+        perturbed["attention_mask"] = encoded["attention_mask"].to(device=ids.device, dtype=mask_dtype)
+        if "token_type_ids" in inputs:
+            token_type = inputs["token_type_ids"].dtype
+            perturbed["token_type_ids"] = torch.zeros_like(perturbed["input_ids"], dtype=token_type)
         return perturbed
 
     def removed_lengths(self, inputs: ModelInputs, removed: Tensor) -> Tensor:
-        """:meth:`lengths` after :meth:`remove` (shorter only for ``removal="delete"``)."""
+        """:meth:`lengths` after :meth:`remove` (shorter only for ``removal="delete"``/``"retokenize"``)."""
+        if self.removal == "retokenize":  # only the tokenizer knows
+            return self.lengths(self._retokenize(inputs, removed)).to(removed.device)
         lengths = self.lengths(inputs)
         if self.removal == "delete":
             lengths = lengths - (removed & self._valid(inputs)).sum(dim=1)

@@ -2,12 +2,13 @@ import math
 
 import pytest
 import torch
-from helpers import make_inputs, make_model
+from helpers import make_inputs, make_model, make_tokenizer
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from reference import faithfulness as ref
 
 from lightning_xai import explain
+from lightning_xai.errors import LightningXAIError
 from lightning_xai.explain import logits_of
 from lightning_xai.explainers import GradSAM, Random
 from lightning_xai.metrics import (
@@ -39,9 +40,13 @@ from lightning_xai.types import Explanation
 UNK, MASK = 1, 4
 
 
-def modality(removal="replace"):
+def modality(removal="replace", tokenizer=None):
     return TextModality(special_ids=[0, 2, 3, 4, 1], pad_id=0, replacement_id=MASK, removal=removal,
-                        token_ids={"unk": UNK, "mask": MASK, "pad": 0})
+                        token_ids={"unk": UNK, "mask": MASK, "pad": 0}, tokenizer=tokenizer)
+
+
+TOKENIZER = make_tokenizer()
+RETOKENIZE = ref.retokenizing(TOKENIZER)
 
 
 def _forward(model):
@@ -81,11 +86,18 @@ CASES = [
      lambda m, ids, c, r, t: ref.aopc_reference(m, ids, c, r, t, MASK, "eraser")),
     ("suff_eggen", lambda f, i, e: aopc_sufficiency(f, i, e, modality(), convention="eggen", reduction="none"),
      lambda m, ids, c, r, t: ref.aopc_reference(m, ids, c, r, t, MASK, "eggen", sufficiency=True)),
-    ("comp_ferret", lambda f, i, e: aopc_comprehensiveness(f, i, e, modality(), convention="ferret",
-                                                           reduction="none", max_batch_size=2),
+    ("comp_ferret_delete", lambda f, i, e: aopc_comprehensiveness(f, i, e, modality(), convention="ferret",
+                                                                  removal="delete", reduction="none", max_batch_size=2),
      lambda m, ids, c, r, t: ref.aopc_reference(m, ids, c, r, t, MASK, "ferret", mode="delete")),
-    ("suff_ferret", lambda f, i, e: aopc_sufficiency(f, i, e, modality(), convention="ferret", reduction="none"),
+    ("suff_ferret_delete", lambda f, i, e: aopc_sufficiency(f, i, e, modality(), convention="ferret", removal="delete",
+                                                            reduction="none"),
      lambda m, ids, c, r, t: ref.aopc_reference(m, ids, c, r, t, MASK, "ferret", sufficiency=True, mode="delete")),
+    ("comp_ferret", lambda f, i, e: aopc_comprehensiveness(f, i, e, modality(tokenizer=TOKENIZER), convention="ferret",
+                                                           reduction="none", max_batch_size=2),
+     lambda m, ids, c, r, t: ref.aopc_reference(m, ids, c, r, t, MASK, "ferret", mode=RETOKENIZE)),
+    ("suff_ferret", lambda f, i, e: aopc_sufficiency(f, i, e, modality(tokenizer=TOKENIZER), convention="ferret",
+                                                     reduction="none"),
+     lambda m, ids, c, r, t: ref.aopc_reference(m, ids, c, r, t, MASK, "ferret", sufficiency=True, mode=RETOKENIZE)),
     ("log_odds", lambda f, i, e: log_odds(f, i, e, modality(), reduction="none"),
      lambda m, ids, c, r, t: ref.log_odds_reference(m, ids, c, r, t, MASK)),
     ("auac", lambda f, i, e: auac(f, i, e, modality(), reduction="none"),
@@ -98,6 +110,9 @@ CASES = [
      lambda m, ids, c, r, t: ref.loo_tau_reference(m, ids, c, r, t, MASK)),
     ("loo_replace", lambda f, i, e: leave_one_out_tau(f, i, e, modality(), removal="replace", reduction="none"),
      lambda m, ids, c, r, t: ref.loo_tau_reference(m, ids, c, r, t, MASK, mode="replace")),
+    ("loo_retokenize", lambda f, i, e: leave_one_out_tau(f, i, e, modality(tokenizer=TOKENIZER), removal="retokenize",
+                                                         reduction="none", max_batch_size=5),
+     lambda m, ids, c, r, t: ref.loo_tau_reference(m, ids, c, r, t, MASK, mode=RETOKENIZE)),
 ]
 
 
@@ -133,6 +148,31 @@ def test_area_between_curves_zero_embedding_reference(setup):
         area_between_curves(_forward(model), inputs, exp, modality(), removal="zero_embedding")
 
 
+def test_retokenize_is_ferrets_round_trip_and_differs_from_delete(setup):
+    model, inputs, exp = setup
+    # the random rows contain lone word pieces ("##ing" after a deleted word), so the round trip changes ids
+    changed = 0
+    text = modality(tokenizer=TOKENIZER)
+    for row, ids, _, _, _ in _rows(inputs, exp):
+        for position in range(1, len(ids) - 1):
+            kept = ids[:position] + ids[position + 1 :]
+            again = TOKENIZER(TOKENIZER.decode(kept[1:-1]))["input_ids"]
+            changed += again != kept
+            perturbed = text.variant("retokenize").remove(
+                {k: v[row : row + 1] for k, v in inputs.items()},
+                torch.tensor([[i == position for i in range(inputs["input_ids"].shape[1])]]))
+            assert perturbed["input_ids"][0][perturbed["attention_mask"][0].bool()].tolist() == again
+    assert changed > 0
+    delete = leave_one_out_tau(_forward(model), inputs, exp, text, reduction="none")
+    retokenize = leave_one_out_tau(_forward(model), inputs, exp, text, removal="retokenize", reduction="none")
+    assert not torch.allclose(delete, retokenize, equal_nan=True)
+    with pytest.raises(LightningXAIError, match="needs the tokenizer"):
+        aopc_comprehensiveness(_forward(model), inputs, exp, modality(), convention="ferret")
+    pair = dict(inputs, token_type_ids=torch.ones_like(inputs["input_ids"]))
+    with pytest.raises(LightningXAIError, match="single sequences"):
+        text.variant("retokenize").remove(pair, torch.zeros_like(pair["input_ids"], dtype=torch.bool))
+
+
 class Planted(torch.nn.Module):
     """p(class 1) = sigmoid(8) iff token 7 is present, else 0.5."""
 
@@ -165,12 +205,13 @@ def test_hand_computed_conventions():
     assert aopc_sufficiency(fwd, inputs, oracle, modality(), convention="eggen").item() == pytest.approx(
         d / 5, abs=1e-6)
     # ferret: thresholds 10..100% -> int(f*4) = 0,0,1,1,2,2,2,3,3,4 -> kept k = 1,2,3,4 (only_pos: all 4 positive)
-    assert aopc_comprehensiveness(fwd, inputs, oracle, modality(), convention="ferret").item() == pytest.approx(
-        d, abs=1e-6)
+    # (whole words only, so ferret's decode + re-tokenise round trip gives the same ids back)
+    assert aopc_comprehensiveness(fwd, inputs, oracle, modality(tokenizer=TOKENIZER),
+                                  convention="ferret").item() == pytest.approx(d, abs=1e-6)
     # ferret only_pos: only token 7 positive -> the rationale never grows past it: one kept threshold
     inputs, single = _toy([0.0, -0.1, -0.2, 0.9, -0.3, 0.0])
-    assert aopc_sufficiency(fwd, inputs, single, modality(), convention="ferret").item() == pytest.approx(0.0,
-                                                                                                            abs=1e-6)
+    assert aopc_sufficiency(fwd, inputs, single, modality(tokenizer=TOKENIZER),
+                            convention="ferret").item() == pytest.approx(0.0, abs=1e-6)
     # log-odds at 20%: ceil(0.8) = 1 token (the planted one): log(0.5) - log(P1)
     assert log_odds(fwd, inputs, oracle, modality()).item() == pytest.approx(math.log(0.5) - math.log(P1), abs=1e-5)
     # LOO: only token 7 matters -> loo = [0, 0, d, 0]; tau-b with relevance [0.1, 0.2, 0.9, 0.3]:
@@ -256,8 +297,9 @@ def test_property_ranges(seed, steps):
                       aupc(fwd, inputs, exp, modality(), steps=steps, reduction="none")):
             assert torch.all((value >= -1e-6) & (value <= 1 + 1e-6))
         for conv in ("eraser", "eggen", "ferret"):
-            c = aopc_comprehensiveness(fwd, inputs, exp, modality(), convention=conv, reduction="none")
-            s = aopc_sufficiency(fwd, inputs, exp, modality(), convention=conv, reduction="none")
+            text = modality(tokenizer=TOKENIZER)
+            c = aopc_comprehensiveness(fwd, inputs, exp, text, convention=conv, reduction="none")
+            s = aopc_sufficiency(fwd, inputs, exp, text, convention=conv, reduction="none")
             assert torch.all(c.abs() <= 1 + 1e-6) and torch.all(s.abs() <= 1 + 1e-6)
         assert torch.all(au_mse(fwd, inputs, exp, modality(), reduction="none") >= 0)
         tau = leave_one_out_tau(fwd, inputs, exp, modality(), reduction="none")

@@ -5,9 +5,23 @@ import math
 import torch
 
 
+def retokenizing(tokenizer):
+    """A ``mode`` for :func:`_run`: ferret's perturbation, one text at a time (delete the removed positions, decode
+    the content between [CLS] and [SEP] to text, tokenise that text again)."""
+
+    def build(ids, removed):
+        content = [t for i, t in enumerate(ids) if 0 < i < len(ids) - 1 and i not in removed]
+        text = tokenizer.decode(content, skip_special_tokens=False)
+        return dict(tokenizer(text, return_tensors="pt"))
+
+    return build
+
+
 def _run(model_fn, ids, target, removed, replacement_id, mode="replace"):
-    """Logits of one perturbed sample (no padding). mode: replace | delete | attention."""
-    if mode == "delete":
+    """Logits of one perturbed sample (no padding). mode: replace | delete | attention | retokenizing(tokenizer)."""
+    if callable(mode):
+        inputs = mode(ids, removed)
+    elif mode == "delete":
         kept = [t for i, t in enumerate(ids) if i not in removed]
         inputs = {"input_ids": torch.tensor([kept]), "attention_mask": torch.ones(1, len(kept), dtype=torch.long)}
     elif mode == "attention":
