@@ -164,7 +164,10 @@ class TextModality(Modality):
         valid, special = self.token_masks(inputs, width)
         kept = (valid & ~special & ~removed).cpu()
         rows = ids.cpu()
-        texts = [self.tokenizer.decode(row[keep].tolist(), skip_special_tokens=False) for row, keep in zip(rows, kept, strict=True)]
+        texts = [
+            self.tokenizer.decode(row[keep].tolist(), skip_special_tokens=False)
+            for row, keep in zip(rows, kept, strict=True)
+        ]
         encoded = self.tokenizer(texts, padding="longest", truncation=True, return_tensors="pt")
         perturbed = {key: value for key, value in inputs.items() if key not in per_token}
         perturbed["input_ids"] = encoded["input_ids"].to(device=ids.device, dtype=ids.dtype)
