@@ -516,9 +516,12 @@ class ExplanationMonitor(*_CALLBACK_BASES):  # type: ignore[misc]
             except Exception as error:
                 limit = getattr(metric, "max_batch_size", None)
                 if _is_out_of_memory(error) and isinstance(limit, int) and limit > 1:
-                    metric.max_batch_size = max(1, limit // 2)
+                    metric.max_batch_size = max(1, limit // 2)  # and the token bound with it
+                    tokens = getattr(metric, "max_tokens", None)
+                    if isinstance(tokens, int):
+                        tokens = metric.max_tokens = max(1, tokens // 2)
                     self._warn_once("oom-metric", f"out of memory in metric {metric_name!r}; retrying with "
-                                    f"max_batch_size={metric.max_batch_size}")
+                                    f"max_batch_size={metric.max_batch_size}, max_tokens={tokens}")
                     continue
                 self._handle_error(f"metric {metric_name!r} on {method!r}", error)
                 self._count_skipped([f"{method}/{metric_name}"], _rows(chunk))

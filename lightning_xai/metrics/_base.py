@@ -16,7 +16,13 @@ import torch
 from torch import Tensor
 from torchmetrics import Metric
 
-from lightning_xai.metrics._perturbation import ForwardFn, Score, forward_removals, resolve_modality
+from lightning_xai.metrics._perturbation import (
+    DEFAULT_MAX_TOKENS,
+    ForwardFn,
+    Score,
+    forward_removals,
+    resolve_modality,
+)
 from lightning_xai.modalities.base import Modality
 from lightning_xai.types import Explanation, ModelInputs
 
@@ -66,20 +72,29 @@ class PerturbationMetric(SampleMeanMetric):
             ``"unk"``, ``"pad"``, ``"attention"``, ``"delete"``, ``"zero_embedding"``; vision: ``"zero"``,
             ``"mean"``, ``"blur"``, ``"road"`` or a number); None keeps the modality's.
         max_batch_size: rows per perturbation forward (memory budget).
+        max_tokens: rows x tokens per perturbation forward for text (memory budget; None: rows only).
         kwargs: forwarded to :class:`torchmetrics.Metric`.
     """
 
     def __init__(
-        self, score: Score = "prob", removal: str | float | None = None, max_batch_size: int = 256, **kwargs: Any
+        self,
+        score: Score = "prob",
+        removal: str | float | None = None,
+        max_batch_size: int = 256,
+        max_tokens: int | None = DEFAULT_MAX_TOKENS,
+        **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         if score not in ("prob", "logit"):
             raise ValueError(f"{type(self).__name__}(score=...) must be 'prob' or 'logit', got {score!r}")
         if max_batch_size < 1:
             raise ValueError(f"{type(self).__name__}(max_batch_size=...) must be >= 1, got {max_batch_size}")
+        if max_tokens is not None and max_tokens < 1:
+            raise ValueError(f"{type(self).__name__}(max_tokens=...) must be >= 1 or None, got {max_tokens}")
         self.score = score
         self.removal = removal
         self.max_batch_size = max_batch_size
+        self.max_tokens = max_tokens
 
     def removal_masks(self, explanation: Explanation) -> Tensor:
         """``[B, R, N]`` bool masks; row 0 must be the unperturbed input (all False)."""
@@ -123,6 +138,7 @@ def evaluate_suite(
     metrics: Sequence[PerturbationMetric],
     *,
     max_batch_size: int | None = None,
+    max_tokens: int | None = None,
     stats: list[dict[str, int]] | None = None,
 ) -> list[dict[str, Tensor]]:
     """Every metric on every method's maps of one batch, with one shared, deduplicated engine pass per removal.
@@ -134,12 +150,15 @@ def evaluate_suite(
         modality: token bookkeeping; each metric's ``removal`` picks a variant of it.
         metrics: the metrics to compute (their states are not touched).
         max_batch_size: rows per forward (default: the smallest of the metrics').
+        max_tokens: rows x tokens per forward for text (default: the smallest of the metrics'; None if none has one).
         stats: when given, one engine statistics dict per removal group is appended.
 
     Returns:
         ``out[i][method]``: ``[B]`` values of ``metrics[i]`` (NaN where skipped).
     """
     budget = max_batch_size or min((m.max_batch_size for m in metrics), default=256)
+    if max_tokens is None:
+        max_tokens = min((m.max_tokens for m in metrics if m.max_tokens is not None), default=None)
     groups: dict[Any, list[int]] = {}
     for i, metric in enumerate(metrics):
         groups.setdefault(metric.removal, []).append(i)
@@ -156,7 +175,7 @@ def evaluate_suite(
         group_stats: dict[str, int] = {}
         logits = forward_removals(
             forward, inputs, resolve_modality(modality, removal), torch.cat(parts, dim=1), max_batch_size=budget,
-            stats=group_stats,
+            max_tokens=max_tokens, stats=group_stats,
         )
         if stats is not None:
             stats.append(group_stats)

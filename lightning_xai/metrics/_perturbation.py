@@ -20,6 +20,11 @@ from lightning_xai.types import Explanation, ModelInputs
 ForwardFn = Callable[[ModelInputs], Tensor]
 Score = Literal["prob", "logit"]
 
+#: Default bound on ``rows x tokens`` of one perturbation forward (256 rows of 64 tokens, or 32 rows of 512). A
+#: no-grad forward with the fast attention backend needs memory proportional to the tokens it holds (MiniLM on CPU:
+#: about 12 MiB per 512-token row, so about 400 MiB per forward at this bound; see ``bench/memory.py``).
+DEFAULT_MAX_TOKENS = 256 * 64
+
 
 def relevance_ranks(relevance: Tensor, content_mask: Tensor, descending: bool = True) -> Tensor:
     """Rank of every content token (0 = first removed); non-content tokens get a rank past every content token.
@@ -128,14 +133,15 @@ def forward_removals(
     removed: Tensor,
     *,
     max_batch_size: int = 256,
+    max_tokens: int | None = None,
     stats: dict[str, int] | None = None,
 ) -> Tensor:
     """Logits of every perturbed input ``remove(inputs[b], removed[b, r])``: the engine's one entry point.
 
     Identical ``(sample, mask)`` rows are forwarded once (so the unperturbed and the everything-removed rows that
     every method and every metric share cost one forward each per sample). Unique rows are sorted by the length they
-    need, built lazily per chunk of at most ``max_batch_size`` rows, trimmed to the chunk's longest row and run under
-    ``no_grad`` with the model's own attention backend.
+    need, built lazily per chunk of at most ``max_batch_size`` rows and at most ``max_tokens`` rows x width (text),
+    trimmed to the chunk's longest row and run under ``no_grad`` with the model's own attention backend.
 
     Args:
         forward: inputs -> logits ``[rows, C]``; an :class:`EmbeddingForward` for ``removal="zero_embedding"``.
@@ -143,6 +149,8 @@ def forward_removals(
         modality: how tokens are removed (:meth:`Modality.remove`).
         removed: ``[B, R, N]`` bool, True where a token is removed in perturbation ``r`` of sample ``b``.
         max_batch_size: most rows per forward.
+        max_tokens: most ``rows x width`` per forward for inputs with a length (text), None for no bound; a row
+            longer than the bound runs alone.
         stats: when given, filled with ``rows`` (requested), ``unique_rows``, ``forwards`` and ``tokens`` (positions
             actually forwarded, padding included) and ``real_tokens`` (positions needed).
 
@@ -151,6 +159,8 @@ def forward_removals(
     """
     if max_batch_size < 1:
         raise ValueError(f"max_batch_size must be >= 1, got {max_batch_size}")
+    if max_tokens is not None and max_tokens < 1:
+        raise ValueError(f"max_tokens must be >= 1 or None, got {max_tokens}")
     num_samples, num_rows, num_tokens = removed.shape
     device = removed.device
     flat = removed.reshape(num_samples * num_rows, num_tokens)
@@ -170,13 +180,15 @@ def forward_removals(
             part = slice(start, start + 4096)
             lengths[part] = modality.removed_lengths(select(inputs, u_sample[part]), u_removed[part])
         order = torch.argsort(lengths.cpu(), stable=True).to(device)
+        bounds = chunk_bounds(lengths.cpu()[order.cpu()], max_batch_size, max_tokens)
     else:
         lengths = None
         order = torch.arange(len(unique), device=device)
+        bounds = [(start, min(start + max_batch_size, len(order))) for start in range(0, len(order), max_batch_size)]
     logits: Tensor | None = None
     forwards = tokens = 0
-    for start in range(0, len(order), max_batch_size):
-        chunk = order[start : start + max_batch_size]
+    for start, stop in bounds:
+        chunk = order[start:stop]
         samples = u_sample[chunk]
         mask = u_removed[chunk]
         perturbed = modality.remove(select(inputs, samples), mask)
@@ -196,6 +208,33 @@ def forward_removals(
         stats.update(rows=num_samples * num_rows, unique_rows=len(unique), forwards=forwards, tokens=tokens,
                      real_tokens=int(lengths.sum()) if lengths is not None else 0)
     return logits[inverse.to(logits.device)].reshape(num_samples, num_rows, -1)
+
+
+def chunk_bounds(sorted_lengths: Tensor, max_rows: int, max_tokens: int | None) -> list[tuple[int, int]]:
+    """``(start, stop)`` of consecutive chunks of length-sorted rows, as large as both bounds allow.
+
+    At most ``max_rows`` rows and, when ``max_tokens`` is given, at most ``max_tokens`` rows x width (the width of a
+    chunk is its last, longest row's length; a single row longer than the bound forms its own chunk).
+
+    Example:
+        >>> import torch
+        >>> chunk_bounds(torch.tensor([2, 2, 3, 8, 9]), max_rows=4, max_tokens=9)
+        [(0, 3), (3, 4), (4, 5)]
+    """
+    lengths = sorted_lengths.tolist()
+    bounds, start = [], 0
+    while start < len(lengths):
+        low, high = 1, min(max_rows, len(lengths) - start)  # rows in the chunk; the largest that fits
+        if max_tokens is not None:
+            while low < high:  # rows * width grows with rows (lengths ascend): bisect
+                middle = (low + high + 1) // 2
+                if middle * lengths[start + middle - 1] <= max_tokens:
+                    low = middle
+                else:
+                    high = middle - 1
+        bounds.append((start, start + high))
+        start += high
+    return bounds
 
 
 def scores_of(logits: Tensor, target: Tensor, score: Score) -> Tensor:
@@ -228,6 +267,7 @@ def perturbation_curves(
     most_relevant_first: bool = True,
     score: Score = "prob",
     max_batch_size: int = 256,
+    max_tokens: int | None = DEFAULT_MAX_TOKENS,
     insertion: bool = False,
 ) -> Tensor:
     """Score of the explained class after removing ``0, ceil(n/steps), ..., n`` content tokens in relevance order.
@@ -244,6 +284,7 @@ def perturbation_curves(
         most_relevant_first: MoRF (deletion) order; False removes the least relevant first.
         score: ``"prob"`` (softmax probability) or ``"logit"``.
         max_batch_size: largest number of rows per forward.
+        max_tokens: largest ``rows x tokens`` per forward (text; None: rows only).
         insertion: start from every content token removed and insert them in relevance order instead.
 
     Returns:
@@ -252,7 +293,7 @@ def perturbation_curves(
     curves = perturbation_curves_multi(
         forward, inputs, {explanation.method: explanation}, modality, steps=steps,
         orders=("morf" if most_relevant_first else "lerf",), score=score, max_batch_size=max_batch_size,
-        insertion=insertion,
+        max_tokens=max_tokens, insertion=insertion,
     )
     return next(iter(curves.values()))
 
@@ -268,6 +309,7 @@ def perturbation_curves_multi(
     orders: tuple[Literal["morf", "lerf"], ...] = ("morf",),
     score: Score = "prob",
     max_batch_size: int = 256,
+    max_tokens: int | None = DEFAULT_MAX_TOKENS,
     insertion: bool = False,
 ) -> dict[tuple[str, str], Tensor] | dict[str, Tensor]:
     """Deletion (or insertion) curves of several methods' maps of one batch, sharing every common forward.
@@ -286,7 +328,8 @@ def perturbation_curves_multi(
             masks.append(curve_masks(explanation.relevance, content, schedule, descending=order == "morf",
                                      keep=insertion))
             keys.append((name, order))
-    logits = forward_removals(forward, inputs, modality, torch.cat(masks, dim=1), max_batch_size=max_batch_size)
+    logits = forward_removals(forward, inputs, modality, torch.cat(masks, dim=1), max_batch_size=max_batch_size,
+                              max_tokens=max_tokens)
     out: dict = {}
     for i, (name, order) in enumerate(keys):
         part = logits[:, i * (steps + 1) : (i + 1) * (steps + 1)]

@@ -3,13 +3,15 @@ import math
 import pytest
 import torch
 from helpers import make_inputs, make_model, text_modality
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from reference.deletion import deletion_auc_reference
 
 from lightning_xai import explain
 from lightning_xai.explain import logits_of
 from lightning_xai.explainers import GradSAM, Random
 from lightning_xai.metrics import DeletionAUC, deletion_auc, trapezoid_auc
-from lightning_xai.metrics._perturbation import perturbation_curves, removal_schedule
+from lightning_xai.metrics._perturbation import chunk_bounds, perturbation_curves, removal_schedule
 from lightning_xai.modalities import VisionModality
 from lightning_xai.types import Explanation
 
@@ -96,6 +98,42 @@ def test_chunking_and_length_sorting_do_not_change_values():
     torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
     assert torch.allclose(a[:, 0], torch.softmax(explanation.logits, -1).gather(1, explanation.target[:, None])[:, 0],
                           atol=1e-5)
+
+
+def test_token_budget_bounds_every_forward_and_does_not_change_values():
+    model = make_model("bert", num_labels=2)
+    modality = text_modality()
+    inputs = make_inputs("bert", batch=5, seed=6)
+    explanation = explain(model, inputs, [GradSAM()], modality=modality)["grad_sam"]
+    shapes = []
+
+    def recording(x):
+        shapes.append(tuple(x["input_ids"].shape))
+        return _forward(model)(x)
+
+    a = perturbation_curves(_forward(model), inputs, explanation, modality, steps=5, max_tokens=None)
+    b = perturbation_curves(recording, inputs, explanation, modality, steps=5, max_tokens=20)
+    torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    assert len(shapes) > 1
+    assert all(rows * width <= 20 or rows == 1 for rows, width in shapes)
+    with pytest.raises(ValueError, match="max_tokens"):
+        DeletionAUC(max_tokens=0)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.integers(1, 40), min_size=0, max_size=30), st.integers(1, 8), st.one_of(st.none(),
+       st.integers(1, 100)))
+def test_chunk_bounds_cover_rows_in_order_within_both_bounds(lengths, max_rows, max_tokens):
+    sorted_lengths = torch.tensor(sorted(lengths), dtype=torch.long)
+    bounds = chunk_bounds(sorted_lengths, max_rows, max_tokens)
+    assert [i for start, stop in bounds for i in range(start, stop)] == list(range(len(lengths)))
+    for start, stop in bounds:
+        rows, width = stop - start, int(sorted_lengths[stop - 1]) if stop > start else 0
+        assert 1 <= rows <= max_rows
+        assert max_tokens is None or rows == 1 or rows * width <= max_tokens
+        # greedy: one more row would break a bound
+        if stop < len(lengths):
+            assert rows == max_rows or (max_tokens is not None and (rows + 1) * int(sorted_lengths[stop]) > max_tokens)
 
 
 def test_vision_patches_are_replaced_by_the_baseline_and_prefix_never_removed():
