@@ -6,6 +6,10 @@ rows x tokens^2 (the monitor's default: 2 rows of 512 tokens), and the perturbat
 process's peak resident set size (``ru_maxrss``) before and after the monitored validation, and the budget
 implied by the chunk sizes.
 
+glibc's allocator raises its mmap threshold dynamically, after which mid-sized tensors come from the heap and
+fragment it: the peak then grows with the number of chunks, not with their size. Run once as is and once with
+``MALLOC_MMAP_THRESHOLD_=1048576`` (fixed threshold; jemalloc/tcmalloc behave alike) to see the working set alone.
+
 Usage: python bench/memory.py [--samples 256] [--tokens 512] [--batch-size 16] [--max-batch-size 32] [--steps 4]
 """
 
@@ -24,6 +28,7 @@ import torch  # noqa: E402
 from transformers import AutoModelForSequenceClassification, AutoTokenizer  # noqa: E402
 
 from lightning_xai import ExplanationMonitor  # noqa: E402
+from lightning_xai.callbacks.explanation_monitor import release_free_memory  # noqa: E402
 from lightning_xai.explainers import GradSAM  # noqa: E402
 from lightning_xai.metrics import DeletionAUC  # noqa: E402
 from lightning_xai.recipes.bundled import minilm_path  # noqa: E402
@@ -31,6 +36,11 @@ from lightning_xai.recipes.bundled import minilm_path  # noqa: E402
 
 def peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+
+
+def current_rss_mib() -> float:
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
 def main() -> None:
@@ -46,6 +56,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     path = minilm_path()
     tokenizer = AutoTokenizer.from_pretrained(path)
+    torch.manual_seed(0)  # the classification head is new: the same model in every run
     model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=3).eval()
     generator = torch.Generator().manual_seed(0)
     ids = torch.randint(1000, 20000, (args.samples, args.tokens), generator=generator)
@@ -68,6 +79,9 @@ def main() -> None:
     values, _, _ = monitor._explain_probe_set(torch.device("cpu"), keep_maps=False)
     seconds = time.perf_counter() - start
     after = peak_rss_mib()
+    held = current_rss_mib()
+    release_free_memory()  # what the monitor does after every validation
+    released = current_rss_mib()
     print(json.dumps({
         "probe": f"{args.samples} samples x {args.tokens} tokens (MiniLM-L6, 3 classes)",
         "chunks": {"explain batch_size": args.batch_size, "token_budget": args.token_budget,
@@ -76,6 +90,9 @@ def main() -> None:
         "peak_rss_mib_before_monitor": round(before, 1),
         "peak_rss_mib_after_monitor": round(after, 1),
         "monitor_increase_mib": round(after - before, 1),
+        "rss_mib_after_monitor_before_release": round(held, 1),
+        "rss_mib_after_release": round(released, 1),
+        "malloc_mmap_threshold_env": os.environ.get("MALLOC_MMAP_THRESHOLD_"),
         "seconds": round(seconds, 1),
         "values": {k: round(float(v), 4) for k, v in values.items()},
     }, indent=2))

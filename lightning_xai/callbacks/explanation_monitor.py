@@ -195,6 +195,9 @@ class ExplanationMonitor(*_CALLBACK_BASES):  # type: ignore[misc]
         #: method -> (relevance [P, N], content mask [P, N]) of the previous scheduled validation, for stability.
         self._previous_maps: dict[str, tuple[Tensor, Tensor]] = {}
         self._probe_count = 0
+        # the probe set is what the first validation pass yields (up to num_samples); closed after it, so a
+        # validation set smaller than num_samples is not appended again every epoch
+        self._probe_closed = False
         self._model: nn.Module | None = None
         self._capture: AttentionCapture | None = None
         self._modality: Modality | None = None
@@ -218,6 +221,9 @@ class ExplanationMonitor(*_CALLBACK_BASES):  # type: ignore[misc]
     def setup(self, trainer: Any, pl_module: Any, stage: str) -> None:
         """Resolve the model, its capture family, the modality and the sinks; fail fast on what cannot work."""
         model = (self.model_getter or default_model_getter)(pl_module)
+        sharded = _sharded_reason(trainer, model)
+        if sharded is not None:
+            raise LightningXAIError(_SHARDED_MESSAGE.format(reason=sharded))
         self._capture = resolve_capture(model)
         self._model = model
         self._modality = self._build_modality(model, trainer, pl_module)
@@ -237,7 +243,7 @@ class ExplanationMonitor(*_CALLBACK_BASES):  # type: ignore[misc]
         """Collect probe samples from the first dataloader until ``num_samples`` are held (once per run)."""
         if trainer.sanity_checking or dataloader_idx != 0 or self._disabled_reason is not None:
             return
-        if self._probe_count >= self.num_samples:
+        if self._probe_closed or self._probe_count >= self.num_samples:
             return
         try:
             adapted = as_adapted(self.batch_adapter(batch)) if self.batch_adapter else default_batch_adapter(batch)
@@ -256,10 +262,18 @@ class ExplanationMonitor(*_CALLBACK_BASES):  # type: ignore[misc]
 
     def on_validation_epoch_end(self, trainer: Any, pl_module: Any) -> None:
         """Explain the probe set, log the scores and the heatmaps."""
-        if trainer.sanity_checking or self._disabled_reason is not None or not self._scheduled(trainer):
+        if trainer.sanity_checking or self._disabled_reason is not None:
+            return
+        self._probe_closed = True
+        if not self._scheduled(trainer):
             return
         if self._model is None:  # setup() not called, e.g. when used outside a Trainer
             self.setup(trainer, pl_module, "validate")
+        sharded = _sharded_reason(None, self._model)  # sharded after setup, e.g. fully_shard in configure_model
+        if sharded is not None:  # the same on every rank, so every rank stops here: no collective is left waiting
+            message = _SHARDED_MESSAGE.format(reason=sharded)
+            self._disable(message, LightningXAIError(message))
+            return
         if self._probe_count == 0:
             self._warn_once("probe", "no validation samples were seen on this process, nothing to explain")
             if not _is_distributed():
@@ -267,6 +281,7 @@ class ExplanationMonitor(*_CALLBACK_BASES):  # type: ignore[misc]
         self._skipped = {}
         with _preserved_rng(pl_module.device), _precision_context(trainer):
             values, samples, relevance = self._explain_probe_set(pl_module.device, trainer.is_global_zero)
+        release_free_memory()
         epoch = int(trainer.current_epoch)
         logged: dict[str, float] = {}
         for method, count in self._skipped.items():
@@ -318,6 +333,7 @@ class ExplanationMonitor(*_CALLBACK_BASES):  # type: ignore[misc]
             self._probe_inputs = [dict(part) for part in state_dict["probe_inputs"]]
             self._probe_labels = list(state_dict.get("probe_labels", [None] * len(self._probe_inputs)))
             self._probe_count = int(state_dict.get("probe_count", sum(_rows(p) for p in self._probe_inputs)))
+            self._probe_closed = True
             self._probe_rationales = list(state_dict.get("probe_rationales", [None] * len(self._probe_inputs)))
             self._previous_maps = dict(state_dict.get("previous_maps", {}))
 
@@ -664,6 +680,54 @@ def _token_width(probe: ModelInputs, modality: Modality) -> int:
 
 def _world_size() -> int:
     return torch.distributed.get_world_size() if _is_distributed() else 1
+
+
+_SHARDED_MESSAGE = (
+    "ExplanationMonitor does not support sharded training ({reason}). Explaining runs extra forward and backward "
+    "passes through the model outside the training step: with sharded parameters every rank would have to run the "
+    "very same passes (the monitor gives each rank its own probe samples, so the parameter all-gathers would "
+    "deadlock), and a backward through sharded modules fires their gradient reduce-scatter hooks, which would write "
+    "the parameters' .grad. Monitor a DDP run instead (strategy='ddp'), or explain a saved checkpoint after training "
+    "with `lightning-xai explain`."
+)
+
+
+def _sharded_reason(trainer: Any, model: torch.nn.Module | None) -> str | None:
+    """Why the run shards parameters (FSDP, FSDP2/DTensor, DeepSpeed ZeRO-3, ModelParallel), or None.
+
+    Strategies are matched by class name, so both ``lightning.pytorch`` and ``pytorch_lightning`` are recognised.
+    """
+    strategy = getattr(trainer, "strategy", None)
+    name = type(strategy).__name__
+    if name in ("FSDPStrategy", "ModelParallelStrategy"):
+        return f"strategy {name}"
+    if name == "DeepSpeedStrategy" and bool(getattr(strategy, "zero_stage_3", False)):
+        return "strategy DeepSpeedStrategy with ZeRO stage 3"
+    if model is None:
+        return None
+    for module in model.modules():
+        if type(module).__name__ == "FullyShardedDataParallel":
+            return "the model is wrapped in FullyShardedDataParallel"
+    if any(type(p).__name__ == "DTensor" for p in model.parameters()):
+        return "the model's parameters are DTensors (fully_shard / tensor parallel)"
+    return None
+
+
+def release_free_memory() -> bool:
+    """Hand the heap memory freed by the explanation passes back to the OS (glibc ``malloc_trim``).
+
+    glibc's allocator keeps freed blocks of the many mid-sized tensors an explanation allocates, so without this
+    the training process would carry the monitor's high-water mark for the rest of the run. Nothing else changes
+    (no numbers, no allocator settings). Returns whether memory was released; False where glibc is absent.
+    """
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        return bool(libc.malloc_trim(0))
+    except (OSError, AttributeError):
+        return False
 
 
 def _is_out_of_memory(error: BaseException) -> bool:

@@ -286,3 +286,110 @@ def test_token_budget_bounds_the_rows_of_long_explanation_chunks(tmp_path, token
     assert seen == [2, 2, 2]  # the budget, not batch_size, decides: 2 rows of 32 tokens per chunk
     with pytest.raises(ValueError, match="token_budget"):
         ExplanationMonitor(token_budget=0)
+
+
+def test_maximum_length_texts(tmp_path, tokenizer):
+    """Rows of the model's maximum length (512 positions) next to short ones: explained and scored in full."""
+    Module = make_text_module_class(pl)
+    train, _ = text_loaders()
+    module = Module(tokenizer)
+    limit = module.model.config.max_position_embeddings
+    g = torch.Generator().manual_seed(0)
+    long_ids = [torch.cat([torch.tensor([2]), torch.randint(5, 19, (limit - 2,), generator=g), torch.tensor([3])])
+                for _ in range(2)]
+    rows = [{"input_ids": ids, "labels": torch.tensor(i % 2)} for i, ids in enumerate(long_ids)]
+    rows.append({"input_ids": torch.tensor([2, 7, 3]), "labels": torch.tensor(0)})
+    val = DataLoader(rows, batch_size=3, collate_fn=collate_text)
+    monitor = _monitor(num_samples=3, num_heatmaps=3, on_error="raise", metrics=[DeletionAUC(steps=4, max_tokens=600)])
+    _trainer(tmp_path, [monitor], max_epochs=1).fit(module, train, val)
+    values = monitor.history[0]
+    assert 0.0 <= values["xai/grad_sam/deletion_auc"] <= 1.0
+    assert "xai/grad_sam/skipped_samples" not in values
+    line = json.loads((tmp_path / "xai" / "explanations.jsonl").read_text().splitlines()[0])
+    lengths = sorted(len(sample["tokens"]) for sample in line["samples"])
+    assert lengths == [1, limit - 2, limit - 2]
+
+
+def _fsdp_strategies():
+    strategies = [lightning_package("lightning.pytorch").strategies.FSDPStrategy()]
+    try:
+        import pytorch_lightning
+
+        strategies.append(pytorch_lightning.strategies.FSDPStrategy())
+    except ImportError:
+        pass
+    return strategies
+
+
+def test_sharded_strategies_are_refused_at_setup_with_what_to_do(tokenizer):
+    from types import SimpleNamespace
+
+    from lightning_xai.errors import LightningXAIError
+
+    class DeepSpeedStrategy:  # matched by class name, like the real one (not installed here)
+        zero_stage_3 = True
+
+    module = make_text_module_class(pl)(tokenizer)
+    for strategy in [*_fsdp_strategies(), DeepSpeedStrategy()]:
+        trainer = SimpleNamespace(strategy=strategy, loggers=[], is_global_zero=True, log_dir=None,
+                                  default_root_dir="/tmp", datamodule=None)
+        with pytest.raises(LightningXAIError, match="does not support sharded training.*strategy='ddp'"):
+            _monitor().setup(trainer, module, "fit")
+    DeepSpeedStrategy.zero_stage_3 = False  # ZeRO 1/2 keep whole parameters on every rank: fine
+    trainer = SimpleNamespace(strategy=DeepSpeedStrategy(), loggers=[], is_global_zero=True, log_dir=None,
+                              default_root_dir="/tmp", datamodule=None)
+    _monitor(write_files=False).setup(trainer, module, "fit")
+
+
+def test_model_sharded_after_setup_disables_the_monitor_without_touching_training(tmp_path, tokenizer, monkeypatch):
+    """``fully_shard`` (FSDP2) in ``configure_model`` runs after the callbacks' setup: caught before explaining."""
+    import torch.distributed as dist
+    from torch.distributed.fsdp import fully_shard
+
+    from lightning_xai.errors import LightningXAIError
+
+    monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")
+    monkeypatch.setenv("MASTER_PORT", "29571")
+    dist.init_process_group("gloo", rank=0, world_size=1)
+    try:
+        module = make_text_module_class(pl)(tokenizer)
+        monitor = _monitor()
+        trainer = type("T", (), dict(strategy=None, loggers=[], is_global_zero=True, log_dir=None,
+                                     sanity_checking=False, default_root_dir=str(tmp_path), datamodule=None,
+                                     current_epoch=0))()
+        monitor.setup(trainer, module, "fit")
+        fully_shard(module.model)
+        with pytest.warns(UserWarning, match="does not support sharded training.*DTensor"):
+            monitor.on_validation_epoch_end(trainer, module)
+        assert monitor.history == {} and monitor._disabled_reason is not None
+        with pytest.raises(LightningXAIError, match="does not support sharded training"):
+            strict = _monitor(on_error="raise")
+            strict.setup(trainer, module, "fit")
+    finally:
+        dist.destroy_process_group()
+
+
+def test_fewer_validation_samples_than_num_samples_keeps_one_probe_set_across_epochs(tmp_path, tokenizer):
+    """Regression: the probe set is closed after the first validation pass, not appended to every epoch."""
+    Module = make_text_module_class(pl)
+    train, val = text_loaders(n_val=6, batch_size=4)
+    monitor = _monitor(num_samples=64, explainers=[GradSAM()])
+    _trainer(tmp_path, [monitor], max_epochs=3).fit(Module(tokenizer), train, val)
+    assert monitor._probe_count == 6 and sum(part["input_ids"].shape[0] for part in monitor._probe_inputs) == 6
+    assert "xai/grad_sam/stability" not in monitor.history[0]
+    assert all(-1.0 <= monitor.history[epoch]["xai/grad_sam/stability"] <= 1.0 for epoch in (1, 2))
+    records = [json.loads(line) for line in (tmp_path / "xai" / "explanations.jsonl").read_text().splitlines()]
+    assert [len(record["samples"]) for record in records] == [1, 1, 1]
+
+
+def test_freed_heap_memory_is_handed_back_after_each_validation(tmp_path, tokenizer, monkeypatch):
+    import lightning_xai.callbacks.explanation_monitor as monitor_module
+
+    calls = []
+    real = monitor_module.release_free_memory
+    monkeypatch.setattr(monitor_module, "release_free_memory", lambda: calls.append(real()) or calls[-1])
+    Module = make_text_module_class(pl)
+    train, val = text_loaders(n_val=4)
+    _trainer(tmp_path, [_monitor(num_samples=4)], max_epochs=2).fit(Module(tokenizer), train, val)
+    assert len(calls) == 2  # once per validation, not during the sanity check
+    assert all(isinstance(released, bool) for released in calls)
