@@ -22,7 +22,7 @@ from lightning_xai.capture import AttentionCapture, eval_mode, resolve_capture
 from lightning_xai.errors import LightningXAIError
 from lightning_xai.explain import Target, explain, logits_of
 from lightning_xai.explainers import Explainer, GradSAM, Random
-from lightning_xai.metrics import DeletionAUC
+from lightning_xai.metrics import DeletionAUC, PerturbationMetric, evaluate_suite
 from lightning_xai.metrics.agreement import rank_correlation
 from lightning_xai.metrics.gain import random_normalised_gain
 from lightning_xai.modalities import Modality, TextModality, VisionModality, select
@@ -198,6 +198,7 @@ class ExplanationMonitor(*_CALLBACK_BASES):  # type: ignore[misc]
         # the probe set is what the first validation pass yields (up to num_samples); closed after it, so a
         # validation set smaller than num_samples is not appended again every epoch
         self._probe_closed = False
+        self._suite_limits: tuple[int, int | None] | None = None  # shared metric pass: rows, tokens (halved on OOM)
         self._model: nn.Module | None = None
         self._capture: AttentionCapture | None = None
         self._modality: Modality | None = None
@@ -420,11 +421,8 @@ class ExplanationMonitor(*_CALLBACK_BASES):  # type: ignore[misc]
                 self._handle_error(f"explainer {name!r}", error)
                 self._count_skipped([name], rows.stop - rows.start)
             with eval_mode(model), torch.no_grad():
+                self._update_scores(forward, chunk, maps, chunk_rationale)
                 for name, explanation in maps.items():
-                    for (explainer_name, metric_name), metric in self._scores.items():
-                        if explainer_name == name:
-                            self._update_metric(metric, metric_name, name, forward, chunk, explanation,
-                                                chunk_rationale)
                     current_maps.setdefault(name, []).append(explanation)
             if keep_maps and maps:
                 for name, explanation in maps.items():
@@ -509,6 +507,59 @@ class ExplanationMonitor(*_CALLBACK_BASES):  # type: ignore[misc]
         if self.history:
             keys |= {f"{self.log_prefix}{name}/stability" for name in names}
         return keys
+
+    def _update_scores(
+        self, forward: Any, chunk: ModelInputs, maps: dict[str, Explanation], rationale: Tensor | None
+    ) -> None:
+        """Score every method's maps of one chunk with every metric.
+
+        The perturbation metrics run together in ONE deduplicated engine pass per removal mode
+        (:func:`~lightning_xai.metrics.evaluate_suite`), so the forwards that methods and metrics have in common (the
+        unperturbed rows, everything removed, equal masks) run once; the others are updated one by one. If the shared
+        pass fails for another reason than memory, every metric is retried on its own so the failure is reported
+        against the metric that caused it while the others still log.
+        """
+        shared = [m for m in self.metrics if isinstance(m, PerturbationMetric)]
+        done: set[int] = set()
+        if shared and maps and self._update_shared(shared, forward, chunk, maps):
+            done = {id(m) for m in shared}
+        for template in self.metrics:
+            if id(template) in done:
+                continue
+            metric_name = _metric_name(template)
+            for method, explanation in maps.items():
+                metric = self._scores.get((method, metric_name))
+                if metric is not None:
+                    self._update_metric(metric, metric_name, method, forward, chunk, explanation, rationale)
+
+    def _update_shared(
+        self, templates: list[PerturbationMetric], forward: Any, chunk: ModelInputs, maps: dict[str, Explanation]
+    ) -> bool:
+        """One :func:`evaluate_suite` pass for all perturbation metrics; halves its chunks on out-of-memory."""
+        assert self._modality is not None
+        if self._suite_limits is None:
+            tokens = [m.max_tokens for m in templates if m.max_tokens is not None]
+            self._suite_limits = (min(m.max_batch_size for m in templates), min(tokens) if tokens else None)
+        while True:
+            rows, tokens = self._suite_limits
+            try:
+                values = evaluate_suite(forward, chunk, maps, self._modality, templates, max_batch_size=rows,
+                                        max_tokens=tokens)
+                break
+            except Exception as error:
+                if _is_out_of_memory(error) and (rows > 1 or (tokens or 1) > 1):
+                    self._suite_limits = (max(1, rows // 2), None if tokens is None else max(1, tokens // 2))
+                    self._warn_once("oom-metric", "out of memory in the perturbation forwards; retrying with "
+                                    f"max_batch_size={self._suite_limits[0]}, max_tokens={self._suite_limits[1]}")
+                    continue
+                return False
+        for template, per_method in zip(templates, values, strict=True):
+            metric_name = _metric_name(template)
+            for method, method_values in per_method.items():
+                metric = self._scores.get((method, metric_name))
+                if metric is not None:
+                    metric.update(forward, chunk, maps[method], self._modality, values=method_values)
+        return True
 
     def _update_metric(
         self,

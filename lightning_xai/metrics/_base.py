@@ -110,9 +110,20 @@ class PerturbationMetric(SampleMeanMetric):
             explanation.method
         ]
 
-    def update(self, forward: ForwardFn, inputs: ModelInputs, explanation: Explanation, modality: Modality) -> None:
-        """Score one batch of explanations."""
-        self.update_values(self.values(forward, inputs, explanation, modality))
+    def update(
+        self,
+        forward: ForwardFn,
+        inputs: ModelInputs,
+        explanation: Explanation,
+        modality: Modality,
+        values: Tensor | None = None,
+    ) -> None:
+        """Score one batch of explanations.
+
+        ``values``: this metric's ``[B]`` per-sample values of the batch when already computed (by
+        :func:`evaluate_suite`, which shares forwards across metrics and methods); the engine is then skipped.
+        """
+        self.update_values(self.values(forward, inputs, explanation, modality) if values is None else values)
 
 
 def reduce(values: Tensor, reduction: Reduction) -> Tensor:

@@ -1,8 +1,8 @@
 """AOPC comprehensiveness and sufficiency (DeYoung et al., ERASER, ACL 2020; Eggen et al. 2025; ferret 0.4.2).
 
 For a sample with ``n`` content tokens and a set of bins, ``r_k`` is the top-``k`` content tokens by relevance
-(ties: earlier position first, except ``"ferret"``: later first, as numpy's ``argsort()[-k:]``) and ``p`` is the
-score (softmax probability by default) of the explained class:
+(ties: later position first for ``"eraser"`` and ``"ferret"``, as the ``numpy.argsort(scores)[-k:]`` of their code;
+earlier first for ``"eggen"``) and ``p`` is the score (softmax probability by default) of the explained class:
 
 * comprehensiveness ``p(x) − p(x without r_k)`` (remove the rationale): **higher is better**, range ``[-1, 1]``;
 * sufficiency ``p(x) − p(r_k)`` (keep only the rationale, every other content token removed): **lower is better**,
@@ -11,7 +11,10 @@ score (softmax probability by default) of the explained class:
 Conventions (``convention=``):
 
 * ``"eraser"`` (default): bins ``{1, 5, 10, 20, 50}%``, ``k = ceil(f n)``; the value is the **mean of the 5
-  deltas** (ERASER's code; the paper's ``1/(|B|+1)`` is not used).
+  deltas** (ERASER's scorer ``np.average`` over instances x bins, no ``k = 0`` term; the paper's ``1/(|B|+1)`` is
+  not used; ``k = math.ceil(n * f)`` as in ERASER's baseline models, checked for every ``n`` up to 600 in the
+  tests). ERASER's baseline models delete the removed tokens: ``removal="delete"`` reproduces that; the default
+  keeps the modality's removal (text: ``[MASK]`` replacement), which also works for images.
 * ``"eggen"``: ``K = {0, 10, 20, 50}%``, ``k = ceil(f n)``; the value is the **sum of the 4 deltas divided by
   |K| + 1 = 5** (the ``k = 0`` comprehensiveness delta is 0; the ``k = 0`` sufficiency input has every content
   token removed). Eggen et al. replace tokens by ``[MASK]``.
@@ -64,13 +67,17 @@ def aopc_bins(explanation: Explanation, convention: Convention) -> tuple[Tensor,
         # "different" means a different size; skipped thresholds repeat the previous size)
         weights = ((counts > 0) & (effective != previous)).double()
         weights = weights / weights.sum(dim=1, keepdim=True).clamp_min(1)
-        # ties: later position first (numpy's stable ascending argsort, reversed)
-        ranks = relevance_ranks(relevance.flip(1), content.flip(1)).flip(1)
-        return effective, weights, ranks
+        return effective, weights, _later_first_ranks(relevance, content)
     counts = torch.ceil(fractions[None, :] * n[:, None] - 1e-9).long()
     divisor = len(fractions) + 1 if convention == "eggen" else len(fractions)
     weights = torch.full(counts.shape, 1.0 / divisor, dtype=torch.float64, device=n.device)
-    return counts, weights, relevance_ranks(relevance, content)
+    ranks = _later_first_ranks(relevance, content) if convention == "eraser" else relevance_ranks(relevance, content)
+    return counts, weights, ranks
+
+
+def _later_first_ranks(relevance: Tensor, content: Tensor) -> Tensor:
+    """Descending ranks with ties to the later position, as numpy's stable ascending ``argsort()[-k:]`` reversed."""
+    return relevance_ranks(relevance.flip(1), content.flip(1)).flip(1)
 
 
 class _AOPC(PerturbationMetric):

@@ -35,8 +35,9 @@ def noisy_linear_impute(
     """ROAD's noisy linear imputation: each removed pixel is the weighted mean of its in-image 8 neighbours.
 
     The linear system (one per image, shared by the channels) is solved jointly by conjugate gradients; Gaussian
-    noise of std ``noise_std`` is then added to the imputed pixels. The noise of a row depends only on ``seed`` and
-    its mask, so results do not depend on chunking. An image with every pixel removed is filled with zeros (+ noise).
+    noise of std ``noise_std`` is then added to the imputed pixels. The noise of a row is drawn from a generator
+    seeded with ``seed`` and the sum of its removed pixels' indices (+1), so it never depends on chunking or batch
+    composition (two masks with the same index sum share a noise field; each is still independent across pixels). An image with every pixel removed is filled with zeros (+ noise).
 
     Args:
         pixels: ``[B, C, H, W]``.

@@ -393,3 +393,39 @@ def test_freed_heap_memory_is_handed_back_after_each_validation(tmp_path, tokeni
     _trainer(tmp_path, [_monitor(num_samples=4)], max_epochs=2).fit(Module(tokenizer), train, val)
     assert len(calls) == 2  # once per validation, not during the sanity check
     assert all(isinstance(released, bool) for released in calls)
+
+
+def test_metrics_share_one_engine_pass_and_halve_it_on_out_of_memory(tmp_path, tokenizer, monkeypatch):
+    """All perturbation metrics of all methods go through one evaluate_suite call per chunk; an out-of-memory
+    error in it halves its rows and tokens and retries, with the same values as a run without the error."""
+    import lightning_xai.callbacks.explanation_monitor as monitor_module
+    from lightning_xai.metrics import AOPCComprehensiveness
+
+    real = monitor_module.evaluate_suite
+    calls = []
+
+    def flaky(*args, max_batch_size=None, max_tokens=None, **kwargs):
+        calls.append((len(args[2]), len(args[4]), max_batch_size))  # (forward, inputs, maps, modality, metrics)
+        if max_batch_size > 64:
+            raise torch.OutOfMemoryError("out of memory (simulated)")
+        return real(*args, max_batch_size=max_batch_size, max_tokens=max_tokens, **kwargs)
+
+    def run(folder, patched):
+        if patched:
+            monkeypatch.setattr(monitor_module, "evaluate_suite", flaky)
+        else:
+            monkeypatch.setattr(monitor_module, "evaluate_suite", real)
+        monitor = _monitor(metrics=[DeletionAUC(steps=3), AOPCComprehensiveness()], num_samples=8, batch_size=8)
+        pl.seed_everything(3)
+        Module = make_text_module_class(pl)
+        _trainer(tmp_path / folder, [monitor], max_epochs=1).fit(Module(tokenizer), *text_loaders())
+        return monitor.history[0]
+
+    plain = run("plain", False)
+    with pytest.warns(UserWarning, match="out of memory in the perturbation forwards"):
+        halved = run("halved", True)
+    assert calls[0] == (2, 2, 256) and calls[1] == (2, 2, 128) and calls[2] == (2, 2, 64)  # 2 methods, 2 metrics
+    assert all(call[2] == 64 for call in calls[2:])  # the halved limit is kept for later chunks
+    for key in ("xai/grad_sam/deletion_auc", "xai/random/aopc_comprehensiveness"):
+        assert halved[key] == pytest.approx(plain[key], abs=1e-6)
+    assert not any(key.endswith("skipped_samples") for key in halved)

@@ -82,7 +82,8 @@ def aopc_reference(model_fn, ids, content, relevance, target, replacement_id, co
             removed = set(ranked) - set(top) if sufficiency else set(top)
             deltas.append(p0 - _prob(model_fn, ids, target, removed, replacement_id, mode))
         return sum(deltas) / len(deltas)
-    ranked = _order(content, relevance)
+    # ERASER's baseline code ranks with numpy's argsort(attn)[-k:]: among equal scores the later position first
+    ranked = _order(content, relevance, later_first=convention == "eraser")
     fractions = (0.01, 0.05, 0.1, 0.2, 0.5) if convention == "eraser" else (0.0, 0.1, 0.2, 0.5)
     for f in fractions:
         k = math.ceil(f * n - 1e-9)
