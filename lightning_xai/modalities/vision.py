@@ -37,7 +37,8 @@ def noisy_linear_impute(
     The linear system (one per image, shared by the channels) is solved jointly by conjugate gradients; Gaussian
     noise of std ``noise_std`` is then added to the imputed pixels. The noise of a row is drawn from a generator
     seeded with ``seed`` and the sum of its removed pixels' indices (+1), so it never depends on chunking or batch
-    composition (two masks with the same index sum share a noise field; each is still independent across pixels). An image with every pixel removed is filled with zeros (+ noise).
+    composition (two masks with the same index sum share a noise field; each is still independent across pixels).
+    An image with every pixel removed is filled with zeros (+ noise).
 
     Args:
         pixels: ``[B, C, H, W]``.
