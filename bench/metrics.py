@@ -15,7 +15,10 @@ Prints JSON (medians of --repeats runs):
     max_abs_diff_vs_ferret compares the numbers (target: float noise); max_abs_diff_delete_vs_retokenize shows how
     much the round trip itself moves them.
 
-Usage: python bench/metrics.py [--repeats 3] [--threads 2]
+  * with --ferret DIR (an unpacked ferret-xai 0.4.2 wheel): ferret's own evaluators timed on the same work
+    (ferret_0_4_2_itself: seconds, speedup, differences).
+
+Usage: python bench/metrics.py [--repeats 3] [--threads 2] [--ferret DIR]
 """
 
 from __future__ import annotations
@@ -107,11 +110,47 @@ def ferret_loop(model, tokenizer, texts, scores, targets):
     return out
 
 
+def load_ferret_evaluators(path: str):
+    """ferret 0.4.2's own evaluator classes, from an unpacked ``ferret-xai==0.4.2`` wheel at ``path``.
+
+    ferret cannot be installed beside our stack (it pins transformers < 5 and numpy < 2), and its package
+    ``__init__`` imports captum, lime and shap; its evaluators need none of them, so their modules are loaded under a
+    bare ``ferret`` package whose ``__init__`` is not run. Get the wheel with ``pip download ferret-xai==0.4.2
+    --no-deps`` and unpack it (``python -m zipfile -e <wheel> DIR``).
+    """
+    import importlib
+    import sys
+    import types
+
+    package = types.ModuleType("ferret")
+    package.__path__ = [os.path.join(path, "ferret")]
+    sys.modules.setdefault("ferret", package)
+    measures = importlib.import_module("ferret.evaluators.faithfulness_measures")
+    explanation = importlib.import_module("ferret.explainers.explanation")
+    return measures, explanation.Explanation
+
+
+def ferret_run(measures, explanation_class, model, tokenizer, texts, scores, targets):
+    """AOPC comprehensiveness, sufficiency and tau-LOO with ferret's evaluators and defaults, one sample at a time."""
+    evaluators = {"comp": measures.AOPC_Comprehensiveness_Evaluation(model, tokenizer),
+                  "suff": measures.AOPC_Sufficiency_Evaluation(model, tokenizer),
+                  "loo": measures.TauLOO_Evaluation(model, tokenizer)}
+    out: dict[str, list[float]] = {key: [] for key in evaluators}
+    for text, score, target in zip(texts, scores, targets, strict=True):
+        tokens = tokenizer.convert_ids_to_tokens(tokenizer(text)["input_ids"])
+        full = np.concatenate([[0.0], np.asarray(score), [0.0]])  # ferret drops the [CLS]/[SEP] scores itself
+        explanation = explanation_class(text, tokens, full, "ours", target)
+        for key, evaluator in evaluators.items():
+            out[key].append(float(evaluator.compute_evaluation(explanation, target=target).score))
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--n", type=int, default=64)
+    parser.add_argument("--ferret", default=None, help="an unpacked ferret-xai 0.4.2 wheel: also time ferret itself")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     tokenizer = AutoTokenizer.from_pretrained(minilm_path())
@@ -199,6 +238,26 @@ def main() -> None:
             both_nan = torch.isnan(a) & torch.isnan(b)
             diffs[f"{name}/{key}"] = float((a - b).abs().masked_fill(both_nan, 0).max())  # NaN if only one is NaN
         per_method[name] = {k: float(np.nanmean(v)) for k, v in ref.items()}
+    ferret_real = None
+    if args.ferret:
+        measures, explanation_class = load_ferret_evaluators(args.ferret)
+        real_total, real_diffs = 0.0, {}
+        for name, exp in maps.items():
+            scores = [exp.relevance[i][exp.content_mask[i]].tolist() for i in range(len(texts))]
+            targets = exp.target.tolist()
+            times = []
+            for _ in range(args.repeats):
+                start = time.perf_counter()
+                got = ferret_run(measures, explanation_class, model, tokenizer, texts, scores, targets)
+                times.append(time.perf_counter() - start)
+            real_total += statistics.median(times)
+            for j, key in enumerate(("comp", "suff", "loo")):
+                a, b = torch.tensor(got[key]), ours[j][name].double()
+                both_nan = torch.isnan(a) & torch.isnan(b)
+                real_diffs[f"{name}/{key}"] = float((a - b).abs().masked_fill(both_nan, 0).max())
+        ferret_real = {"ferret_s": real_total, "speedup": real_total / ours_s,
+                       "max_abs_diff": max(real_diffs.values()), "abs_diff": real_diffs}
+
     # the same three metrics deleting tokens without the round trip (our default for tau-LOO): how much it matters
     delete_suite = [AOPCComprehensiveness(convention="ferret", removal="delete"),
                     AOPCSufficiency(convention="ferret", removal="delete"), LeaveOneOutTau()]
@@ -211,6 +270,7 @@ def main() -> None:
         "floor_s": floor_s, "suite_over_floor": suite_s / floor_s, "exact_length_buckets_s": buckets_s,
         "ours_ferret_s": ours_s, "ferret_loop_s": ferret_total, "ferret_speedup": ferret_total / ours_s,
         "max_abs_diff_vs_ferret": max(diffs.values()), "abs_diff_vs_ferret": diffs,
+        "ferret_0_4_2_itself": ferret_real,
         "retokenise_changed_sentences": int(changed), "max_abs_diff_delete_vs_retokenize": delete_diff,
         "ferret_means": per_method,
     }, indent=1))
