@@ -106,7 +106,12 @@ class ExplanationMonitor(*_CALLBACK_BASES):  # type: ignore[misc]
         files_dir: where those files go (default: ``<trainer.log_dir>/xai``).
         token_budget: upper bound on ``rows x tokens^2`` of one explanation chunk. The recorded attention and its
             gradient hold ``layers x rows x heads x tokens^2`` floats, so long inputs get fewer rows per chunk
-            (default: 32 rows of 128 tokens; 2 rows of 512 tokens). ``batch_size`` still caps the rows.
+            (default: 32 rows of 128 tokens; 2 rows of 512 tokens). ``batch_size`` still caps the rows. The
+            perturbation forwards of the metrics are bounded by each metric's ``max_batch_size`` and ``max_tokens``.
+
+    The probe set is collected once, from the first validation pass (dataloader 0), and kept in the checkpoint.
+    Under DDP every rank explains its own shard and the scalars are all-reduced; sharded training (FSDP,
+    ``fully_shard``, DeepSpeed ZeRO-3) is refused at ``setup`` with what to do instead.
 
     Example::
 
