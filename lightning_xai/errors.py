@@ -13,5 +13,9 @@ class BatchFormatError(LightningXAIError, TypeError):
     """A validation batch has a structure the batch adapter does not understand."""
 
 
+class ModelOutputError(LightningXAIError, TypeError):
+    """A model output has no logits where the explainers and metrics look for them."""
+
+
 class NonFiniteExplanationError(LightningXAIError, ValueError):
     """An explainer produced NaN or infinite relevance."""

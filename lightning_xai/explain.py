@@ -13,7 +13,7 @@ from lightning_xai.capture import AttentionCapture, resolve_capture
 from lightning_xai.errors import LightningXAIError, NonFiniteExplanationError
 from lightning_xai.explainers.base import Explainer, ForwardPass
 from lightning_xai.modalities.base import Modality
-from lightning_xai.types import Explanation, ModelInputs
+from lightning_xai.types import Explanation, ModelInputs, logits_of
 
 #: ``"predicted"`` (arg-max class), ``"label"`` (the batch's labels) or a fixed class index.
 Target = Literal["predicted", "label"] | int
@@ -77,18 +77,6 @@ def recorded_input_embeddings(model: nn.Module) -> Iterator[list[Tensor]]:
         yield recorded
     finally:
         handle.remove()
-
-
-def logits_of(output: object) -> Tensor:
-    """Logits from a HF model output, a tuple whose first item is the logits, or a tensor."""
-    if isinstance(output, Tensor):
-        return output
-    logits = getattr(output, "logits", None)
-    if isinstance(logits, Tensor):
-        return logits
-    if isinstance(output, (tuple, list)) and output and isinstance(output[0], Tensor):
-        return output[0]
-    raise LightningXAIError(f"Cannot find logits in a model output of type {type(output).__name__}")
 
 
 def explain(

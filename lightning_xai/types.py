@@ -7,9 +7,29 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from lightning_xai.errors import ModelOutputError
+
 #: Model inputs as keyword arguments of a HF model's ``forward`` (``input_ids``/``attention_mask`` or
 #: ``pixel_values``), without labels.
 ModelInputs = dict[str, Tensor]
+
+
+def logits_of(output: object) -> Tensor:
+    """Logits from a HF model output, a tuple whose first item is the logits, or a tensor.
+
+    Example:
+        >>> import torch
+        >>> logits_of((torch.zeros(1, 2), "hidden states")).shape
+        torch.Size([1, 2])
+    """
+    if isinstance(output, Tensor):
+        return output
+    logits = getattr(output, "logits", None)
+    if isinstance(logits, Tensor):
+        return logits
+    if isinstance(output, (tuple, list)) and output and isinstance(output[0], Tensor):
+        return output[0]
+    raise ModelOutputError(f"Cannot find logits in a model output of type {type(output).__name__}")
 
 
 @dataclass(frozen=True)

@@ -46,6 +46,7 @@ from lightning_xai.capture.base import eval_mode
 from lightning_xai.capture.hf import _all_configs, _eager_function_for
 from lightning_xai.errors import LightningXAIError
 from lightning_xai.explainers.base import Explainer, ForwardPass
+from lightning_xai.types import logits_of
 
 ReadAt = Literal["word_embeddings", "embeddings_output"]
 Rule = Literal["cp_lrp", "attn_lrp"]
@@ -319,15 +320,6 @@ def _reading_modules(model: nn.Module, read_at: ReadAt) -> tuple[nn.Module, nn.M
     raise ValueError(f"read_at must be 'word_embeddings' or 'embeddings_output', got {read_at!r}")
 
 
-def _logits_of(output: Any) -> Tensor:
-    logits = output if isinstance(output, Tensor) else getattr(output, "logits", None)
-    if logits is None and isinstance(output, (tuple, list)) and output:
-        logits = output[0]
-    if not isinstance(logits, Tensor):
-        raise LightningXAIError(f"Cannot find logits in a model output of type {type(output).__name__}")
-    return logits
-
-
 def lrp(
     model: nn.Module,
     inputs: Mapping[str, Tensor],
@@ -391,7 +383,7 @@ def lrp(
             if embeddings_module is not None:
                 stack.callback(embeddings_module.register_forward_hook(count_hook).remove)
             stack.enter_context(lrp_rules(model, rule, gamma=gamma, epsilon=epsilon, activation_rule=activation_rule))
-            logits = _logits_of(model(**cloned))
+            logits = logits_of(model(**cloned))
         if not read:
             raise LightningXAIError(f"The {read_at} module did not run in the forward of {type(model).__name__}")
         if target is None:

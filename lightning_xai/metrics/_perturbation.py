@@ -14,7 +14,7 @@ import torch
 from torch import Tensor
 
 from lightning_xai.modalities.base import Modality, select
-from lightning_xai.types import Explanation, ModelInputs
+from lightning_xai.types import Explanation, ModelInputs, logits_of
 
 #: A function from model inputs to logits ``[B, C]``.
 ForwardFn = Callable[[ModelInputs], Tensor]
@@ -67,17 +67,6 @@ def score_of(logits: Tensor, target: Tensor, score: Score) -> Tensor:
     return logits.gather(1, target[:, None]).squeeze(1)
 
 
-def _logits_of(output: object) -> Tensor:
-    if isinstance(output, Tensor):
-        return output
-    logits = getattr(output, "logits", None)
-    if isinstance(logits, Tensor):
-        return logits
-    if isinstance(output, (tuple, list)) and output and isinstance(output[0], Tensor):
-        return output[0]
-    raise TypeError(f"Cannot find logits in a model output of type {type(output).__name__}")
-
-
 class EmbeddingForward:
     """``forward(inputs) -> logits`` for a HF model, plus a forward with some input embeddings set to zero.
 
@@ -103,7 +92,7 @@ class EmbeddingForward:
 
     def __call__(self, inputs: ModelInputs) -> Tensor:
         """Logits of the unperturbed inputs."""
-        return _logits_of(self.model(**inputs))
+        return logits_of(self.model(**inputs))
 
     def zeroed(self, inputs: ModelInputs, removed: Tensor) -> Tensor:
         """Logits with the input embeddings of ``removed`` positions (``[B, N]`` bool) set to zero."""
@@ -115,7 +104,7 @@ class EmbeddingForward:
 
         handle = embeddings.register_forward_hook(hook)
         try:
-            return _logits_of(self.model(**inputs))
+            return logits_of(self.model(**inputs))
         finally:
             handle.remove()
 
@@ -198,7 +187,7 @@ def forward_removals(
             mask = mask[:, :width]
             tokens += width * len(chunk)
         out = forward.zeroed(perturbed, mask) if zero_embedding else forward(perturbed)  # type: ignore[attr-defined]
-        out = _logits_of(out).float()
+        out = logits_of(out).float()
         if logits is None:
             logits = torch.empty(len(unique), out.shape[-1], dtype=torch.float32, device=out.device)
         logits[chunk.to(out.device)] = out
