@@ -222,39 +222,32 @@ def main() -> None:
     for text in texts:
         ids = tokenizer(text)["input_ids"]
         changed += tokenizer(tokenizer.decode(ids[1:-1]))["input_ids"] != ids
-    ferret_total, diffs, per_method = 0.0, {}, {}
-    for name, exp in maps.items():
-        scores = [exp.relevance[i][exp.content_mask[i]].tolist() for i in range(len(texts))]
-        targets = exp.target.tolist()
-        times = []
-        for _ in range(args.repeats):
-            start = time.perf_counter()
-            ref = ferret_loop(model, tokenizer, texts, scores, targets)
-            times.append(time.perf_counter() - start)
-        ferret_total += statistics.median(times)
-        for j, key in enumerate(("comp", "suff", "loo")):
-            a = torch.tensor(ref[key])
-            b = ours[j][name].double()
-            both_nan = torch.isnan(a) & torch.isnan(b)
-            diffs[f"{name}/{key}"] = float((a - b).abs().masked_fill(both_nan, 0).max())  # NaN if only one is NaN
-        per_method[name] = {k: float(np.nanmean(v)) for k, v in ref.items()}
-    ferret_real = None
-    if args.ferret:
-        measures, explanation_class = load_ferret_evaluators(args.ferret)
-        real_total, real_diffs = 0.0, {}
+    def time_and_compare(run):
+        """Per method: median seconds of ``run(scores, targets)`` (summed over methods), |run - ours| per metric."""
+        total, diffs, outputs = 0.0, {}, {}
         for name, exp in maps.items():
             scores = [exp.relevance[i][exp.content_mask[i]].tolist() for i in range(len(texts))]
             targets = exp.target.tolist()
             times = []
             for _ in range(args.repeats):
                 start = time.perf_counter()
-                got = ferret_run(measures, explanation_class, model, tokenizer, texts, scores, targets)
+                outputs[name] = run(scores, targets)
                 times.append(time.perf_counter() - start)
-            real_total += statistics.median(times)
+            total += statistics.median(times)
             for j, key in enumerate(("comp", "suff", "loo")):
-                a, b = torch.tensor(got[key]), ours[j][name].double()
+                a, b = torch.tensor(outputs[name][key]), ours[j][name].double()
                 both_nan = torch.isnan(a) & torch.isnan(b)
-                real_diffs[f"{name}/{key}"] = float((a - b).abs().masked_fill(both_nan, 0).max())
+                diffs[f"{name}/{key}"] = float((a - b).abs().masked_fill(both_nan, 0).max())  # NaN if one is NaN
+        return total, diffs, outputs
+
+    ferret_total, diffs, loop_outputs = time_and_compare(
+        lambda scores, targets: ferret_loop(model, tokenizer, texts, scores, targets))
+    per_method = {name: {k: float(np.nanmean(v)) for k, v in got.items()} for name, got in loop_outputs.items()}
+    ferret_real = None
+    if args.ferret:
+        measures, explanation_class = load_ferret_evaluators(args.ferret)
+        real_total, real_diffs, _ = time_and_compare(
+            lambda scores, targets: ferret_run(measures, explanation_class, model, tokenizer, texts, scores, targets))
         ferret_real = {"ferret_s": real_total, "speedup": real_total / ours_s,
                        "max_abs_diff": max(real_diffs.values()), "abs_diff": real_diffs}
 

@@ -553,7 +553,7 @@ class ExplanationMonitor(*_CALLBACK_BASES):  # type: ignore[misc]
                 break
             except Exception as error:
                 if _is_out_of_memory(error) and (rows > 1 or (tokens or 1) > 1):
-                    self._suite_limits = (max(1, rows // 2), None if tokens is None else max(1, tokens // 2))
+                    self._suite_limits = _halved(rows, tokens)
                     self._warn_once("oom-metric", "out of memory in the perturbation forwards; retrying with "
                                     f"max_batch_size={self._suite_limits[0]}, max_tokens={self._suite_limits[1]}")
                     continue
@@ -588,10 +588,10 @@ class ExplanationMonitor(*_CALLBACK_BASES):  # type: ignore[misc]
             except Exception as error:
                 limit = getattr(metric, "max_batch_size", None)
                 if _is_out_of_memory(error) and isinstance(limit, int) and limit > 1:
-                    metric.max_batch_size = max(1, limit // 2)  # and the token bound with it
                     tokens = getattr(metric, "max_tokens", None)
-                    if isinstance(tokens, int):
-                        tokens = metric.max_tokens = max(1, tokens // 2)
+                    metric.max_batch_size, tokens = _halved(limit, tokens if isinstance(tokens, int) else None)
+                    if tokens is not None:  # the token bound halves with the rows
+                        metric.max_tokens = tokens
                     self._warn_once("oom-metric", f"out of memory in metric {metric_name!r}; retrying with "
                                     f"max_batch_size={metric.max_batch_size}, max_tokens={tokens}")
                     continue
@@ -784,6 +784,11 @@ def release_free_memory() -> bool:
         return bool(libc.malloc_trim(0))
     except (OSError, AttributeError):
         return False
+
+
+def _halved(rows: int, tokens: int | None) -> tuple[int, int | None]:
+    """Both bounds of a perturbation chunk (rows, rows x tokens) halved, never below 1, after out-of-memory."""
+    return max(1, rows // 2), None if tokens is None else max(1, tokens // 2)
 
 
 def _is_out_of_memory(error: BaseException) -> bool:
