@@ -429,3 +429,32 @@ def test_metrics_share_one_engine_pass_and_halve_it_on_out_of_memory(tmp_path, t
     for key in ("xai/grad_sam/deletion_auc", "xai/random/aopc_comprehensiveness"):
         assert halved[key] == pytest.approx(plain[key], abs=1e-6)
     assert not any(key.endswith("skipped_samples") for key in halved)
+
+
+def test_a_metric_scored_on_its_own_halves_its_bounds_on_out_of_memory(tmp_path, tokenizer):
+    """The per-metric path (metrics outside the shared pass, or after it failed) halves rows and tokens on OOM."""
+    from lightning_xai.metrics import SampleMeanMetric
+
+    class Halving(SampleMeanMetric):
+        name = "halving"
+        seen: list = []
+
+        def __init__(self):
+            super().__init__()
+            self.max_batch_size, self.max_tokens = 8, 64
+
+        def update(self, forward, inputs, explanation, modality):
+            Halving.seen.append((self.max_batch_size, self.max_tokens))
+            if self.max_batch_size > 2:
+                raise torch.OutOfMemoryError("out of memory (simulated)")
+            self.update_values(torch.full((explanation.relevance.shape[0],), 0.25))
+
+    Module = make_text_module_class(pl)
+    train, val = text_loaders(n_val=4)
+    monitor = _monitor(explainers=[GradSAM()], metrics=[Halving()], num_samples=4)
+    with pytest.warns(UserWarning, match="out of memory in metric 'halving'; retrying with max_batch_size=2, "
+                                         "max_tokens=16"):
+        _trainer(tmp_path, [monitor], max_epochs=1).fit(Module(tokenizer), train, val)
+    assert Halving.seen[:3] == [(8, 64), (4, 32), (2, 16)]
+    assert monitor.history[0]["xai/grad_sam/halving"] == pytest.approx(0.25)  # nothing lost after the retries
+    assert "xai/grad_sam/skipped_samples" not in monitor.history[0]
