@@ -48,7 +48,7 @@ from lightning_xai.metrics import (  # noqa: E402
     LogOdds,
     evaluate_suite,
 )
-from lightning_xai.metrics._perturbation import resolve_modality  # noqa: E402
+from lightning_xai.metrics.engine import resolve_modality  # noqa: E402
 from lightning_xai.modalities import TextModality, select  # noqa: E402
 from lightning_xai.recipes.bundled import minilm_path, sentiment_csv_path  # noqa: E402
 from lightning_xai.recipes.text_data import read_sentiment_csv  # noqa: E402

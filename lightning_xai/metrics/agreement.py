@@ -5,19 +5,19 @@
 * :func:`topk_overlap`: ``|top_k(a) ∩ top_k(b)| / k'`` with ``k' = min(k, n)`` content tokens (ties: earlier
   position first). Range ``[0, 1]``.
 
-Stability across epochs is the same functions applied to this epoch's and the previous epoch's map of the same
-probe samples (the callback keeps the previous map).
+:class:`MapAgreement` scores ``update(explanation, context)`` against ``context.reference``: another method's map of
+the same samples (agreement), or the same method's map of the previous epoch (stability).
 """
 
 from __future__ import annotations
 
 import math
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 from torch import Tensor
 
-from lightning_xai.metrics._base import Reduction, SampleMeanMetric, reduce
+from lightning_xai.metrics._base import Reduction, SampleMeanMetric, ScoringContext, check_choice, reduce
 from lightning_xai.metrics._perturbation import relevance_ranks
 from lightning_xai.types import Explanation
 
@@ -64,40 +64,63 @@ def topk_overlap(a: Tensor, b: Tensor, mask: Tensor, k: int = 5) -> Tensor:
     return torch.where(kk > 0, inter / kk.clamp_min(1), torch.full_like(kk, math.nan))
 
 
+AgreementKind = Literal["spearman", "topk"]
+
+
+def _map_agreement_values(a: Explanation, b: Explanation, kind: AgreementKind, k: int) -> Tensor:
+    """``[B]`` agreement of two maps of the same samples over the content tokens of ``a``."""
+    mask = a.content_mask
+    rb = b.relevance.to(a.relevance.device)
+    if kind == "spearman":
+        return rank_correlation(a.relevance, rb, mask)
+    return topk_overlap(a.relevance, rb, mask, k)
+
+
 class MapAgreement(SampleMeanMetric):
     """Mean agreement between two maps of the same samples (methods, or epochs for stability).
 
-    ``update(explanation_a, explanation_b)``; tokens compared: content tokens of ``explanation_a``.
+    ``update(explanation, context)`` compares ``explanation`` with ``context.reference`` over the content tokens of
+    ``explanation``.
 
     Args:
         kind: ``"spearman"`` (default) or ``"topk"``.
         k: top-k size for ``"topk"``.
         kwargs: forwarded to :class:`torchmetrics.Metric`.
+
+    Example:
+        >>> import torch
+        >>> from lightning_xai.metrics import ScoringContext
+        >>> content = torch.ones(1, 4, dtype=torch.bool)
+        >>> def exp(*relevance):
+        ...     return Explanation("m", torch.tensor([relevance]), content, ~content, torch.tensor([0]))
+        >>> metric = MapAgreement("topk", k=2)
+        >>> metric.update(exp(4.0, 3.0, 2.0, 1.0), ScoringContext(reference=exp(4.0, 1.0, 3.0, 2.0)))
+        >>> metric.name, float(metric.compute())
+        ('top2_agreement', 0.5)
     """
 
     higher_is_better = True
+    requires: ClassVar[frozenset[str]] = frozenset({"reference"})
 
-    def __init__(self, kind: Literal["spearman", "topk"] = "spearman", k: int = 5, **kwargs: Any) -> None:
+    def __init__(self, kind: AgreementKind = "spearman", k: int = 5, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        if kind not in ("spearman", "topk"):
-            raise ValueError(f"MapAgreement(kind=...) must be 'spearman' or 'topk', got {kind!r}")
+        check_choice("MapAgreement", "kind", kind, ("spearman", "topk"))
         self.kind, self.k = kind, k
-        self.__dict__["name"] = "rank_agreement" if kind == "spearman" else f"top{k}_agreement"
 
-    def values(self, a: Explanation, b: Explanation) -> Tensor:
-        """Per-sample agreement of one batch."""
-        mask = a.content_mask
-        rb = b.relevance.to(a.relevance.device)
-        if self.kind == "spearman":
-            return rank_correlation(a.relevance, rb, mask)
-        return topk_overlap(a.relevance, rb, mask, self.k)
+    @property
+    def name(self) -> str:  # type: ignore[override]
+        """Log-key name: ``"rank_agreement"`` or ``"top<k>_agreement"``."""
+        return "rank_agreement" if self.kind == "spearman" else f"top{self.k}_agreement"
 
-    def update(self, explanation_a: Explanation, explanation_b: Explanation) -> None:  # type: ignore[override]
-        """Accumulate the agreement of two maps of one batch."""
-        self.update_values(self.values(explanation_a, explanation_b))
+    def sample_values(self, explanation: Explanation, context: ScoringContext) -> Tensor:
+        """Per-sample agreement of ``explanation`` with ``context.reference``."""
+        self._require(context, "reference")
+        assert context.reference is not None
+        return _map_agreement_values(explanation, context.reference, self.kind, self.k)
 
 
-def map_agreement(a: Explanation, b: Explanation, *, kind: Literal["spearman", "topk"] = "spearman", k: int = 5,
+def map_agreement(a: Explanation, b: Explanation, *, kind: AgreementKind = "spearman", k: int = 5,
                   reduction: Reduction = "mean") -> Tensor:
     """Agreement of two maps of a batch (functional twin of :class:`MapAgreement`)."""
-    return reduce(MapAgreement(kind, k).values(a, b), reduction)
+    check_choice("map_agreement", "kind", kind, ("spearman", "topk"))
+    return reduce(_map_agreement_values(a, b, kind, k), reduction)

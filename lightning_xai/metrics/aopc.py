@@ -31,14 +31,21 @@ content tokens are skipped.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from lightning_xai.metrics._base import PerturbationMetric, Reduction, reduce, with_unperturbed
-from lightning_xai.metrics._perturbation import ForwardFn, Score, relevance_ranks, scores_of
+from lightning_xai.metrics._base import (
+    PerturbationMetric,
+    Reduction,
+    check_choice,
+    check_engine_args,
+    engine_values,
+)
+from lightning_xai.metrics._perturbation import Score, relevance_ranks, scores_of, skip_empty, with_unperturbed
+from lightning_xai.metrics.engine import ForwardFn
 from lightning_xai.modalities.base import Modality
 from lightning_xai.types import Explanation, ModelInputs
 
@@ -52,8 +59,7 @@ CONVENTIONS: dict[str, tuple[float, ...]] = {
 
 def aopc_bins(explanation: Explanation, convention: Convention) -> tuple[Tensor, Tensor, Tensor]:
     """``(counts [B, T], weights [B, T], ranks [B, N])`` of a convention: tokens in each bin, each bin's weight."""
-    if convention not in CONVENTIONS:
-        raise ValueError(f"convention must be one of {tuple(CONVENTIONS)}, got {convention!r}")
+    check_choice("aopc_bins", "convention", convention, tuple(CONVENTIONS))
     content = explanation.content_mask
     relevance = explanation.relevance.float()
     n = content.sum(dim=1).double()
@@ -80,32 +86,59 @@ def _later_first_ranks(relevance: Tensor, content: Tensor) -> Tensor:
     return relevance_ranks(relevance.flip(1), content.flip(1)).flip(1)
 
 
+def _default_removal(convention: Convention) -> str | None:
+    """The removal a convention defaults to: ferret's delete + decode + re-tokenise, else the modality's own."""
+    return "retokenize" if convention == "ferret" else None
+
+
+def _aopc_masks(explanation: Explanation, convention: Convention, sufficiency: bool) -> Tensor:
+    """``[B, T + 1, N]`` removal masks: row 0 unperturbed, then one per bin (the rationale removed, or kept)."""
+    counts, _, ranks = aopc_bins(explanation, convention)
+    content = explanation.content_mask
+    top = (ranks[:, None, :] < counts[:, :, None]) & content[:, None, :]
+    return with_unperturbed((content[:, None, :] & ~top) if sufficiency else top)
+
+
+def _aopc_values(logits: Tensor, explanation: Explanation, convention: Convention, score: Score) -> Tensor:
+    """``[B]`` weighted mean of ``p(x) − p(x_k)`` over the bins, from the logits of :func:`_aopc_masks`."""
+    _, weights, _ = aopc_bins(explanation, convention)
+    scores = scores_of(logits, explanation.target, score).double()
+    deltas = scores[:, :1] - scores[:, 1:]
+    return skip_empty((deltas * weights.to(deltas.device)).sum(dim=1).float(), explanation)
+
+
+def _aopc(
+    owner: str, sufficiency: bool, forward: ForwardFn, inputs: ModelInputs, explanation: Explanation,
+    modality: Modality, convention: Convention, score: Score, removal: str | float | None, max_batch_size: int,
+    reduction: Reduction,
+) -> Tensor:
+    """The comprehensiveness and sufficiency functionals (they differ only in ``sufficiency``)."""
+    check_choice(owner, "convention", convention, tuple(CONVENTIONS))
+    check_engine_args(owner, score, max_batch_size)
+    return engine_values(
+        forward, inputs, explanation, modality, _aopc_masks(explanation, convention, sufficiency),
+        lambda logits: _aopc_values(logits, explanation, convention, score),
+        removal=_default_removal(convention) if removal is None else removal, max_batch_size=max_batch_size,
+        reduction=reduction,
+    )
+
+
 class _AOPC(PerturbationMetric):
-    sufficiency = False
+    sufficiency: ClassVar[bool] = False
 
     def __init__(self, convention: Convention = "eraser", **kwargs: Any) -> None:
-        if convention == "ferret":
-            kwargs.setdefault("removal", "retokenize")
+        kwargs.setdefault("removal", _default_removal(convention))
         super().__init__(**kwargs)
-        if convention not in CONVENTIONS:
-            raise ValueError(f"{type(self).__name__}(convention=...) must be one of {tuple(CONVENTIONS)}")
+        check_choice(type(self).__name__, "convention", convention, tuple(CONVENTIONS))
         self.convention = convention
 
     def removal_masks(self, explanation: Explanation) -> Tensor:
         """Removal masks ``[B, R, N]`` (row 0 unperturbed)."""
-        counts, _, ranks = aopc_bins(explanation, self.convention)
-        content = explanation.content_mask
-        top = (ranks[:, None, :] < counts[:, :, None]) & content[:, None, :]
-        masks = (content[:, None, :] & ~top) if self.sufficiency else top
-        return with_unperturbed(masks)
+        return _aopc_masks(explanation, self.convention, self.sufficiency)
 
     def per_sample(self, logits: Tensor, explanation: Explanation) -> Tensor:
         """Per-sample values ``[B]`` (NaN = skipped)."""
-        _, weights, _ = aopc_bins(explanation, self.convention)
-        scores = scores_of(logits, explanation.target, self.score).double()
-        deltas = scores[:, :1] - scores[:, 1:]
-        value = (deltas * weights.to(deltas.device)).sum(dim=1).float()
-        return value.masked_fill(~explanation.content_mask.any(dim=1), float("nan"))
+        return _aopc_values(logits, explanation, self.convention, self.score)
 
 
 class AOPCComprehensiveness(_AOPC):
@@ -127,7 +160,7 @@ class AOPCSufficiency(_AOPC):
     #: Log-key name.
     name = "aopc_sufficiency"
     higher_is_better = False
-    sufficiency = True
+    sufficiency: ClassVar[bool] = True
 
 
 def aopc_comprehensiveness(
@@ -151,9 +184,8 @@ def aopc_comprehensiveness(
         >>> round(float(aopc_comprehensiveness(forward, inputs, oracle, text, convention="eggen")), 4)  # 3 x 0.5 / 5
         0.3
     """
-    kwargs: dict[str, Any] = {} if removal is None else {"removal": removal}
-    metric = AOPCComprehensiveness(convention=convention, score=score, max_batch_size=max_batch_size, **kwargs)
-    return reduce(metric.values(forward, inputs, explanation, modality), reduction)
+    return _aopc("aopc_comprehensiveness", False, forward, inputs, explanation, modality, convention, score, removal,
+                 max_batch_size, reduction)
 
 
 def aopc_sufficiency(
@@ -161,10 +193,9 @@ def aopc_sufficiency(
     convention: Convention = "eraser", score: Score = "prob", removal: str | float | None = None,
     max_batch_size: int = 256, reduction: Reduction = "mean",
 ) -> Tensor:
-    """AOPC sufficiency of a batch (functional twin of :class:`AOPCSufficiency`)."""
-    kwargs: dict[str, Any] = {} if removal is None else {"removal": removal}
-    metric = AOPCSufficiency(convention=convention, score=score, max_batch_size=max_batch_size, **kwargs)
-    return reduce(metric.values(forward, inputs, explanation, modality), reduction)
+    """AOPC sufficiency of a batch (functional twin of :class:`AOPCSufficiency`; arguments as the other's)."""
+    return _aopc("aopc_sufficiency", True, forward, inputs, explanation, modality, convention, score, removal,
+                 max_batch_size, reduction)
 
 
 __all__ = ["AOPCComprehensiveness", "AOPCSufficiency", "aopc_comprehensiveness", "aopc_sufficiency"]

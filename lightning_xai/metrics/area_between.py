@@ -15,17 +15,34 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from lightning_xai.metrics._base import PerturbationMetric, Reduction, reduce
+from lightning_xai.metrics._base import PerturbationMetric, Reduction, check_arg, check_engine_args, engine_values
 from lightning_xai.metrics._perturbation import (
-    ForwardFn,
     Score,
     curve_masks,
     removal_schedule,
     scores_of,
+    skip_empty,
     trapezoid_auc,
 )
+from lightning_xai.metrics.engine import ForwardFn
 from lightning_xai.modalities.base import Modality
 from lightning_xai.types import Explanation, ModelInputs
+
+
+def _area_between_curves_masks(explanation: Explanation, steps: int) -> Tensor:
+    """``[B, 2 (steps + 1), N]`` removal masks: the MoRF curve (its row 0 is the unperturbed input), then LeRF."""
+    content = explanation.content_mask
+    schedule = removal_schedule(content.sum(dim=1), steps)
+    morf = curve_masks(explanation.relevance, content, schedule, descending=True)
+    lerf = curve_masks(explanation.relevance, content, schedule, descending=False)
+    return torch.cat([morf, lerf], dim=1)
+
+
+def _area_between_curves_values(logits: Tensor, explanation: Explanation, steps: int, score: Score) -> Tensor:
+    """``[B]`` ``AUC_LeRF − AUC_MoRF`` from the logits of :func:`_area_between_curves_masks`."""
+    scores = scores_of(logits, explanation.target, score)
+    points = steps + 1
+    return skip_empty(trapezoid_auc(scores[:, points:]) - trapezoid_auc(scores[:, :points]), explanation)
 
 
 class AreaBetweenCurves(PerturbationMetric):
@@ -43,24 +60,16 @@ class AreaBetweenCurves(PerturbationMetric):
 
     def __init__(self, steps: int = 10, score: Score = "logit", **kwargs: Any) -> None:
         super().__init__(score=score, **kwargs)
-        if steps < 1:
-            raise ValueError(f"AreaBetweenCurves(steps=...) must be >= 1, got {steps}")
+        check_arg("AreaBetweenCurves", "steps", steps, steps >= 1, ">= 1")
         self.steps = steps
 
     def removal_masks(self, explanation: Explanation) -> Tensor:
         """Removal masks ``[B, R, N]`` (row 0 unperturbed)."""
-        content = explanation.content_mask
-        schedule = removal_schedule(content.sum(dim=1), self.steps)
-        morf = curve_masks(explanation.relevance, content, schedule, descending=True)
-        lerf = curve_masks(explanation.relevance, content, schedule, descending=False)
-        return torch.cat([morf, lerf], dim=1)  # row 0 of morf is the unperturbed input
+        return _area_between_curves_masks(explanation, self.steps)
 
     def per_sample(self, logits: Tensor, explanation: Explanation) -> Tensor:
         """Per-sample values ``[B]`` (NaN = skipped)."""
-        scores = scores_of(logits, explanation.target, self.score)
-        points = self.steps + 1
-        delta = trapezoid_auc(scores[:, points:]) - trapezoid_auc(scores[:, :points])
-        return delta.masked_fill(~explanation.content_mask.any(dim=1), float("nan"))
+        return _area_between_curves_values(logits, explanation, self.steps, self.score)
 
 
 def area_between_curves(
@@ -76,5 +85,8 @@ def area_between_curves(
     reduction: Reduction = "mean",
 ) -> Tensor:
     """ΔA of a batch (functional twin of :class:`AreaBetweenCurves`)."""
-    metric = AreaBetweenCurves(steps=steps, score=score, removal=removal, max_batch_size=max_batch_size)
-    return reduce(metric.values(forward, inputs, explanation, modality), reduction)
+    check_arg("area_between_curves", "steps", steps, steps >= 1, ">= 1")
+    check_engine_args("area_between_curves", score, max_batch_size)
+    return engine_values(forward, inputs, explanation, modality, _area_between_curves_masks(explanation, steps),
+                         lambda logits: _area_between_curves_values(logits, explanation, steps, score),
+                         removal=removal, max_batch_size=max_batch_size, reduction=reduction)

@@ -14,56 +14,108 @@ are skipped.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
-import torch
 from torch import Tensor
 
-from lightning_xai.metrics._base import PerturbationMetric, Reduction, reduce
+from lightning_xai.metrics._base import (
+    PerturbationMetric,
+    Reduction,
+    check_arg,
+    check_choice,
+    check_engine_args,
+    engine_values,
+)
 from lightning_xai.metrics._perturbation import (
-    ForwardFn,
     Score,
     curve_masks,
     removal_schedule,
     scores_of,
+    skip_empty,
     trapezoid_auc,
+    with_unperturbed,
 )
+from lightning_xai.metrics.engine import ForwardFn
 from lightning_xai.modalities.base import Modality
 from lightning_xai.types import Explanation, ModelInputs
 
 Order = Literal["morf", "lerf"]
 
 
+def _check_curve_args(owner: str, steps: int, order: Order) -> None:
+    check_arg(owner, "steps", steps, steps >= 1, ">= 1")
+    check_choice(owner, "order", order, ("morf", "lerf"))
+
+
+def _deletion_auc_masks(explanation: Explanation, steps: int, order: Order, insertion: bool = False) -> Tensor:
+    """``[B, steps + 2, N]`` removal masks: row 0 unperturbed, then the curve's ``steps + 1`` points.
+
+    Deletion removes the top ``ceil(k n / steps)`` content tokens at point ``k``; insertion keeps them (every other
+    content token removed), so its point 0 is the all-removed canvas.
+    """
+    content = explanation.content_mask
+    schedule = removal_schedule(content.sum(dim=1), steps)
+    return with_unperturbed(curve_masks(explanation.relevance, content, schedule, descending=order == "morf",
+                                        keep=insertion))
+
+
+def _deletion_auc_values(logits: Tensor, explanation: Explanation, score: Score) -> Tensor:
+    """``[B]`` trapezoid areas from the ``[B, steps + 2, C]`` logits of :func:`_deletion_auc_masks`."""
+    return skip_empty(trapezoid_auc(scores_of(logits[:, 1:], explanation.target, score)), explanation)
+
+
+def _curve_auc(
+    owner: str,
+    insertion: bool,
+    forward: ForwardFn,
+    inputs: ModelInputs,
+    explanation: Explanation,
+    modality: Modality,
+    steps: int,
+    order: Order,
+    score: Score,
+    removal: str | float | None,
+    max_batch_size: int,
+    reduction: Reduction,
+) -> Tensor:
+    """The deletion and insertion functionals (they differ only in ``insertion``)."""
+    _check_curve_args(owner, steps, order)
+    check_engine_args(owner, score, max_batch_size)
+    return engine_values(
+        forward, inputs, explanation, modality, _deletion_auc_masks(explanation, steps, order, insertion),
+        lambda logits: _deletion_auc_values(logits, explanation, score),
+        removal=removal, max_batch_size=max_batch_size, reduction=reduction,
+    )
+
+
 class _CurveMetric(PerturbationMetric):
-    insertion = False
+    insertion: ClassVar[bool] = False
 
     def __init__(self, steps: int = 10, order: Order = "morf", **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        if steps < 1:
-            raise ValueError(f"{type(self).__name__}(steps=...) must be >= 1, got {steps}")
-        if order not in ("morf", "lerf"):
-            raise ValueError(f"{type(self).__name__}(order=...) must be 'morf' or 'lerf', got {order!r}")
+        _check_curve_args(type(self).__name__, steps, order)
         self.steps = steps
         self.order = order
-        # deletion: MoRF lower is better; insertion: MoRF higher is better
-        self.__dict__["higher_is_better"] = (order == "morf") == self.insertion  # torchmetrics forbids setattr
+
+    @property
+    def higher_is_better(self) -> bool:  # type: ignore[override]
+        """Deletion: MoRF lower is better, LeRF higher; insertion: the reverse."""
+        return (self.order == "morf") == self.insertion
 
     def removal_masks(self, explanation: Explanation) -> Tensor:
         """Removal masks ``[B, R, N]`` (row 0 unperturbed)."""
-        content = explanation.content_mask
-        schedule = removal_schedule(content.sum(dim=1), self.steps)
-        masks = curve_masks(explanation.relevance, content, schedule, descending=self.order == "morf",
-                            keep=self.insertion)
-        return torch.cat([torch.zeros_like(masks[:, :1]), masks], dim=1)
+        return _deletion_auc_masks(explanation, self.steps, self.order, self.insertion)
 
     def per_sample(self, logits: Tensor, explanation: Explanation) -> Tensor:
         """Per-sample values ``[B]`` (NaN = skipped)."""
-        auc = trapezoid_auc(scores_of(logits[:, 1:], explanation.target, self.score))
-        return auc.masked_fill(~explanation.content_mask.any(dim=1), float("nan"))
+        return _deletion_auc_values(logits, explanation, self.score)
 
 
 class DeletionAUC(_CurveMetric):
     """Deletion AUC accumulated over batches (MoRF: lower is better); DDP-synced sums.
+
+    ``update(explanation, context)`` reads ``context.forward``, ``context.inputs`` and ``context.modality`` (or only
+    ``context.values``, see :class:`~lightning_xai.metrics.PerturbationMetric`).
 
     Args:
         steps: removal steps per sample (``steps + 1`` forwards per sample).
@@ -75,21 +127,21 @@ class DeletionAUC(_CurveMetric):
 
     Example:
         >>> import torch
+        >>> from lightning_xai.metrics import ScoringContext
         >>> from lightning_xai.modalities import TextModality
         >>> from lightning_xai.types import Explanation
         >>> metric = DeletionAUC(steps=2)
         >>> text = TextModality(special_ids=[0], pad_id=0, replacement_id=1)
         >>> valid = torch.ones(1, 2, dtype=torch.bool)
         >>> exp = Explanation("m", torch.tensor([[1.0, 0.0]]), valid, ~valid, torch.tensor([0]))
-        >>> metric.update(lambda x: torch.zeros(x["input_ids"].shape[0], 2), {"input_ids": torch.tensor([[5, 6]])},
-        ...               exp, text)
-        >>> float(metric.compute())
-        0.5
+        >>> forward = lambda x: torch.zeros(x["input_ids"].shape[0], 2)
+        >>> metric.update(exp, ScoringContext(forward, {"input_ids": torch.tensor([[5, 6]])}, text))
+        >>> float(metric.compute()), metric.higher_is_better, DeletionAUC(order="lerf").higher_is_better
+        (0.5, False, True)
     """
 
     #: Log-key name.
     name = "deletion_auc"
-    higher_is_better = False
 
 
 def deletion_auc(
@@ -139,5 +191,5 @@ def deletion_auc(
         >>> round(float(deletion_auc(forward, inputs, anti, text, steps=4)), 4)
         0.875
     """
-    metric = DeletionAUC(steps=steps, order=order, score=score, removal=removal, max_batch_size=max_batch_size)
-    return reduce(metric.values(forward, inputs, explanation, modality), reduction)
+    return _curve_auc("deletion_auc", False, forward, inputs, explanation, modality, steps, order, score, removal,
+                      max_batch_size, reduction)

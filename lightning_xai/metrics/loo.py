@@ -16,8 +16,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from lightning_xai.metrics._base import PerturbationMetric, Reduction, reduce, with_unperturbed
-from lightning_xai.metrics._perturbation import ForwardFn, Score, scores_of
+from lightning_xai.metrics._base import PerturbationMetric, Reduction, check_engine_args, engine_values
+from lightning_xai.metrics._perturbation import Score, scores_of, with_unperturbed
+from lightning_xai.metrics.engine import ForwardFn
 from lightning_xai.modalities.base import Modality
 from lightning_xai.types import Explanation, ModelInputs
 
@@ -39,6 +40,20 @@ def kendall_tau(a: Tensor, b: Tensor, mask: Tensor) -> Tensor:
     return torch.where(denom > 0, concord / denom.clamp_min(1e-300), torch.full_like(denom, float("nan"))).float()
 
 
+def _loo_masks(explanation: Explanation) -> Tensor:
+    """``[B, N + 1, N]`` removal masks: row 0 unperturbed, row ``t + 1`` removes token ``t`` (if it is content)."""
+    content = explanation.content_mask
+    eye = torch.eye(content.shape[1], dtype=torch.bool, device=content.device)
+    return with_unperturbed(eye[None] & content[:, :, None])
+
+
+def _loo_values(logits: Tensor, explanation: Explanation, score: Score) -> Tensor:
+    """``[B]`` τ-b between ``p(x) − p(x without t)`` and the relevance, from the logits of :func:`_loo_masks`."""
+    scores = scores_of(logits, explanation.target, score)
+    loo = scores[:, :1] - scores[:, 1:]
+    return kendall_tau(loo, explanation.relevance.to(loo.device), explanation.content_mask.to(loo.device))
+
+
 class LeaveOneOutTau(PerturbationMetric):
     """Kendall τ with leave-one-out importances (higher is better).
 
@@ -47,7 +62,7 @@ class LeaveOneOutTau(PerturbationMetric):
             arguments.
     """
 
-    #: Log-key name.
+    #: Log-key name (ferret's).
     name = "taucorr_loo"
     higher_is_better = True
 
@@ -57,20 +72,18 @@ class LeaveOneOutTau(PerturbationMetric):
 
     def removal_masks(self, explanation: Explanation) -> Tensor:
         """Removal masks ``[B, R, N]`` (row 0 unperturbed)."""
-        content = explanation.content_mask
-        eye = torch.eye(content.shape[1], dtype=torch.bool, device=content.device)
-        return with_unperturbed(eye[None] & content[:, :, None])  # row t removes token t (nothing if not content)
+        return _loo_masks(explanation)
 
     def per_sample(self, logits: Tensor, explanation: Explanation) -> Tensor:
         """Per-sample values ``[B]`` (NaN = skipped)."""
-        scores = scores_of(logits, explanation.target, self.score)
-        loo = scores[:, :1] - scores[:, 1:]
-        return kendall_tau(loo, explanation.relevance.to(loo.device), explanation.content_mask.to(loo.device))
+        return _loo_values(logits, explanation, self.score)
 
 
 def leave_one_out_tau(forward: ForwardFn, inputs: ModelInputs, explanation: Explanation, modality: Modality, *,
                       score: Score = "prob", removal: str | float = "delete", max_batch_size: int = 256,
                       reduction: Reduction = "mean") -> Tensor:
     """τ-LOO of a batch (functional twin of :class:`LeaveOneOutTau`)."""
-    metric = LeaveOneOutTau(score=score, removal=removal, max_batch_size=max_batch_size)
-    return reduce(metric.values(forward, inputs, explanation, modality), reduction)
+    check_engine_args("leave_one_out_tau", score, max_batch_size)
+    return engine_values(forward, inputs, explanation, modality, _loo_masks(explanation),
+                         lambda logits: _loo_values(logits, explanation, score), removal=removal,
+                         max_batch_size=max_batch_size, reduction=reduction)

@@ -1,7 +1,8 @@
 """Plausibility against ground-truth rationale masks (ERASER; ferret's token F1 / IOU / AUPRC ``_plau``).
 
-All three compare the relevance of the content tokens with a human rationale mask ``[B, N]`` bool passed to
-``update(..., rationale=...)`` (a batch without one is skipped). **Higher is better**, range ``[0, 1]``.
+All three compare the relevance of the content tokens with a human rationale mask ``[B, N]`` bool passed as
+``context.rationale`` to ``update(explanation, context)`` (a batch without one is skipped: a probe set may have
+rationales for some batches only). **Higher is better**, range ``[0, 1]``.
 
 * token F1 / IOU of the top-k: the predicted rationale is the top ``k`` content tokens (default 5, ferret's
   ``top_k_rationale``) that have relevance > 0 (``only_pos``, ferret's default); ties: earlier position first.
@@ -15,13 +16,13 @@ All three compare the relevance of the content tokens with a human rationale mas
 from __future__ import annotations
 
 import math
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 from torch import Tensor
 
-from lightning_xai.metrics._base import Reduction, SampleMeanMetric, reduce
-from lightning_xai.metrics._perturbation import relevance_ranks
+from lightning_xai.metrics._base import Reduction, SampleMeanMetric, ScoringContext, check_choice, reduce
+from lightning_xai.metrics._perturbation import relevance_ranks, skip_empty
 from lightning_xai.types import Explanation
 
 
@@ -82,49 +83,74 @@ def auprc(relevance: Tensor, rationale: Tensor, content: Tensor, only_pos: bool 
 
 
 Kind = Literal["token_f1", "token_iou", "auprc"]
+KINDS = ("token_f1", "token_iou", "auprc")
+
+
+def _plausibility_values(explanation: Explanation, rationale: Tensor, kind: Kind, k: int, only_pos: bool) -> Tensor:
+    """``[B]`` plausibility of each map against its rationale (NaN for samples without content tokens)."""
+    content = explanation.content_mask
+    rationale = rationale.to(content.device)
+    if kind == "auprc":
+        values = auprc(explanation.relevance, rationale, content, only_pos)
+    else:
+        fn = token_f1 if kind == "token_f1" else token_iou
+        values = fn(explanation.relevance, rationale, content, k, only_pos)
+    return skip_empty(values, explanation)
 
 
 class Plausibility(SampleMeanMetric):
     """Token F1 / IOU of the top-k, or AUPRC, against rationale masks (higher is better).
 
-    ``update(forward, inputs, explanation, modality, rationale=None)`` keeps the callback's contract; a batch
-    without a rationale is skipped.
+    ``update(explanation, context)`` reads ``context.rationale``; a batch without one is skipped (not an error).
 
     Args:
         kind: ``"token_f1"`` (default), ``"token_iou"`` or ``"auprc"``.
         k: top-k size for F1 / IOU (ferret: 5).
         only_pos: only positive relevance enters the predicted rationale (ferret's default).
         kwargs: forwarded to :class:`torchmetrics.Metric`.
+
+    Example:
+        >>> import torch
+        >>> from lightning_xai.metrics import ScoringContext
+        >>> content = torch.ones(1, 4, dtype=torch.bool)
+        >>> exp = Explanation("m", torch.tensor([[4.0, 3.0, 2.0, 1.0]]), content, ~content, torch.tensor([0]))
+        >>> metric = Plausibility("token_f1", k=2)
+        >>> metric.update(exp, ScoringContext(rationale=torch.tensor([[True, False, True, False]])))
+        >>> metric.update(exp, ScoringContext())  # no rationale for this batch: skipped
+        >>> metric.name, float(metric.compute())
+        ('token_f1_plausibility', 0.5)
     """
 
     higher_is_better = True
+    requires: ClassVar[frozenset[str]] = frozenset({"rationale"})
 
     def __init__(self, kind: Kind = "token_f1", k: int = 5, only_pos: bool = True, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        if kind not in ("token_f1", "token_iou", "auprc"):
-            raise ValueError(f"Plausibility(kind=...) must be 'token_f1', 'token_iou' or 'auprc', got {kind!r}")
+        check_choice("Plausibility", "kind", kind, KINDS)
         self.kind, self.k, self.only_pos = kind, k, only_pos
-        self.__dict__["name"] = f"{kind}_plausibility"
 
-    def values(self, explanation: Explanation, rationale: Tensor) -> Tensor:
-        """Per-sample values of one batch."""
-        content = explanation.content_mask
-        rationale = rationale.to(content.device)
-        if self.kind == "auprc":
-            values = auprc(explanation.relevance, rationale, content, self.only_pos)
-        else:
-            fn = token_f1 if self.kind == "token_f1" else token_iou
-            values = fn(explanation.relevance, rationale, content, self.k, self.only_pos)
-        return values.masked_fill(~content.any(dim=1), math.nan)
+    @property
+    def name(self) -> str:  # type: ignore[override]
+        """Log-key name: ``"<kind>_plausibility"``."""
+        return f"{self.kind}_plausibility"
 
-    def update(self, forward: Any, inputs: Any, explanation: Explanation, modality: Any,
-               rationale: Tensor | None = None) -> None:
-        """Score one batch against its rationale masks (no-op without them)."""
-        if rationale is not None:
-            self.update_values(self.values(explanation, rationale))
+    def sample_values(self, explanation: Explanation, context: ScoringContext) -> Tensor | None:
+        """Per-sample values against ``context.rationale`` (None without one: the batch is skipped)."""
+        if context.rationale is None:
+            return None
+        return _plausibility_values(explanation, context.rationale, self.kind, self.k, self.only_pos)
 
 
 def plausibility(explanation: Explanation, rationale: Tensor, *, kind: Kind = "token_f1", k: int = 5,
                  only_pos: bool = True, reduction: Reduction = "mean") -> Tensor:
-    """Plausibility of a batch (functional twin of :class:`Plausibility`)."""
-    return reduce(Plausibility(kind, k, only_pos).values(explanation, rationale), reduction)
+    """Plausibility of a batch (functional twin of :class:`Plausibility`).
+
+    Example:
+        >>> import torch
+        >>> content = torch.ones(1, 4, dtype=torch.bool)
+        >>> exp = Explanation("m", torch.tensor([[0.9, 0.8, 0.7, 0.6]]), content, ~content, torch.tensor([0]))
+        >>> round(plausibility(exp, torch.tensor([[False, True, False, True]]), kind="auprc").item(), 4)
+        0.3333
+    """
+    check_choice("plausibility", "kind", kind, KINDS)
+    return reduce(_plausibility_values(explanation, rationale, kind, k, only_pos), reduction)

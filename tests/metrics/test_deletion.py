@@ -10,8 +10,9 @@ from reference.deletion import deletion_auc_reference
 from lightning_xai import explain
 from lightning_xai.explain import logits_of
 from lightning_xai.explainers import GradSAM, Random
-from lightning_xai.metrics import DeletionAUC, deletion_auc, trapezoid_auc
-from lightning_xai.metrics._perturbation import chunk_bounds, perturbation_curves, removal_schedule
+from lightning_xai.metrics import DeletionAUC, ScoringContext, deletion_auc, trapezoid_auc
+from lightning_xai.metrics._perturbation import removal_schedule
+from lightning_xai.metrics.engine import chunk_bounds, perturbation_curves
 from lightning_xai.modalities import VisionModality
 from lightning_xai.types import Explanation
 
@@ -82,7 +83,7 @@ def test_class_accumulates_like_the_functional_over_batches():
     for seed in range(3):
         inputs = make_inputs("bert", batch=3, seed=seed)
         explanation = explain(model, inputs, [Random(seed=seed)], modality=modality)["random"]
-        metric.update(_forward(model), inputs, explanation, modality)
+        metric.update(explanation, ScoringContext(_forward(model), inputs, modality))
         per_sample.append(deletion_auc(_forward(model), inputs, explanation, modality, steps=4, reduction="none"))
     assert metric.compute().item() == pytest.approx(torch.cat(per_sample).mean().item(), abs=1e-6)
     assert metric.higher_is_better is False

@@ -19,6 +19,7 @@ from lightning_xai.metrics import (
     EmbeddingForward,
     InsertionAUC,
     LogOdds,
+    ScoringContext,
     aopc_comprehensiveness,
     aopc_sufficiency,
     area_between_curves,
@@ -273,7 +274,7 @@ def test_suite_shares_forwards_and_equals_separate_runs():
     together = evaluate_suite(_forward(model), inputs, exps, modality(), metrics, stats=stats)
     for metric, values in zip(metrics, together, strict=False):
         for name, exp in exps.items():
-            alone = metric.values(_forward(model), inputs, exp, modality())
+            alone = metric.sample_values(exp, ScoringContext(_forward(model), inputs, modality()))
             torch.testing.assert_close(values[name], alone, atol=1e-5, rtol=1e-5)
     assert stats[0]["unique_rows"] < stats[0]["rows"]
     # unperturbed and everything-removed rows are shared: curves of 2 methods need at most 2*4*5 - 2*4 rows

@@ -26,6 +26,7 @@ from lightning_xai.metrics import (
     MapAgreement,
     Plausibility,
     RandomNormalisedGain,
+    ScoringContext,
     auprc,
     map_agreement,
     plausibility,
@@ -121,7 +122,7 @@ def test_road_equals_per_image_reference(family, order, noise, score):
         for part in (slice(0, 2), slice(2, 3)):
             sub = Explanation("m", exp.relevance[part], exp.valid_mask[part], exp.special_mask[part],
                               exp.target[part])
-            metric.update(_forward(model), {k: v[part] for k, v in inputs.items()}, sub, modality)
+            metric.update(sub, ScoringContext(_forward(model), {k: v[part] for k, v in inputs.items()}, modality))
         assert metric.compute().item() == pytest.approx(sum(expected) / 3, abs=ROAD_TOL)
     assert ROAD(order=order).higher_is_better is (order == "lerf")
 
@@ -279,8 +280,8 @@ def test_plausibility_equals_per_sample_reference(kind, only_pos, k):
         assert _isclose(values[b].item(), want, 1e-6), (kind, b, values[b].item(), want)
         assert math.isnan(want) or 0 <= want <= 1
     metric = Plausibility(kind, k=k, only_pos=only_pos)
-    metric.update(None, None, exp, None, rationale=rationale)
-    metric.update(None, None, exp, None)  # no rationale: skipped
+    metric.update(exp, ScoringContext(rationale=rationale))
+    metric.update(exp, ScoringContext())  # no rationale: skipped
     kept = [v for v in expected if not math.isnan(v)]
     assert metric.compute().item() == pytest.approx(sum(kept) / len(kept), abs=1e-6)
 
@@ -390,7 +391,7 @@ def test_agreement_equals_per_sample_reference(k):
     for kind, expected in (("spearman", expected_rho), ("topk", expected_overlap)):
         kept = [v for v in expected if not math.isnan(v)]
         metric = MapAgreement(kind, k=k)
-        metric.update(a, b)
+        metric.update(a, ScoringContext(reference=b))
         assert metric.compute().item() == pytest.approx(sum(kept) / len(kept), abs=1e-6)
         assert map_agreement(a, b, kind=kind, k=k).item() == pytest.approx(sum(kept) / len(kept), abs=1e-6)
 
@@ -490,7 +491,7 @@ def test_gain_metric_equals_reference_over_an_epoch(metric_name):
         method = _text_explanation(inputs, 10 + batch_seed, skip_row=skips[0])
         random = _text_explanation(inputs, 20 + batch_seed, skip_row=skips[1])
         random = Explanation(random.method, random.relevance, random.valid_mask, random.special_mask, method.target)
-        metric.update(fwd, inputs, method, _text_modality(), random)
+        metric.update(method, ScoringContext(fwd, inputs, _text_modality(), reference=random))
         for row in range(4):
             length = int(inputs["attention_mask"][row].sum())
             ids = inputs["input_ids"][row, :length].tolist()
@@ -536,7 +537,8 @@ def test_gain_sign_means_better_than_random_in_both_directions():
         gains = {}
         for name in ("oracle", "anti"):
             metric = RandomNormalisedGain(wrapped)
-            metric.update(_forward(_Planted()), inputs, maps[name], _text_modality(), maps["random"])
+            context = ScoringContext(_forward(_Planted()), inputs, _text_modality(), reference=maps["random"])
+            metric.update(maps[name], context)
             gains[name] = metric.compute().item()
         assert gains["oracle"] > 0 > gains["anti"], (wrapped.name, gains)
     with pytest.warns(UserWarning, match="before the ``update``"):
