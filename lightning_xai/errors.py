@@ -19,3 +19,7 @@ class ModelOutputError(LightningXAIError, TypeError):
 
 class NonFiniteExplanationError(LightningXAIError, ValueError):
     """An explainer produced NaN or infinite relevance."""
+
+
+class UnsupportedMethodError(LightningXAIError, TypeError):
+    """A method cannot be defined for this model family (or modality): refused at setup, never a silent map."""

@@ -1,4 +1,9 @@
-"""Explain one batch: one isolated, recorded forward shared by all explainers, then detached maps."""
+"""Explain one batch: one isolated, recorded forward shared by all explainers, then detached maps.
+
+This is the step "family capture -> maps" of the data flow: the model's family (:mod:`lightning_xai.families`)
+records the attention, says which row carries each sample's prediction and refuses methods it cannot serve; the
+explainers turn the recorded pass into relevance per token. :func:`explain` is also ``lightning_xai.explain``.
+"""
 
 from __future__ import annotations
 
@@ -9,9 +14,9 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
-from lightning_xai.capture import AttentionCapture, resolve_capture
 from lightning_xai.errors import LightningXAIError, NonFiniteExplanationError
 from lightning_xai.explainers.base import Explainer, ForwardPass
+from lightning_xai.families import ModelFamily, resolve_family
 from lightning_xai.modalities.base import Modality
 from lightning_xai.types import Explanation, ModelInputs, logits_of
 
@@ -87,30 +92,37 @@ def explain(
     modality: Modality,
     target: Target = "predicted",
     labels: Tensor | None = None,
-    capture: AttentionCapture | None = None,
+    family: ModelFamily | None = None,
     errors: dict[str, BaseException] | None = None,
 ) -> dict[str, Explanation]:
     """Explain a batch with several methods sharing ONE recorded forward (and one backward for attention grads).
 
     The model is restored afterwards (attention backend, train mode of every module, hooks); no parameter
-    ``.grad`` is touched. Works inside ``torch.inference_mode()``.
+    ``.grad`` is touched. Works inside ``torch.inference_mode()``. A method the model's family cannot serve (say
+    LeGrad on a model without a head read-out) is refused before any forward, never answered with a silent map.
 
     Args:
-        model: a supported HF model (see :func:`lightning_xai.capture.resolve_capture`).
+        model: a model of a registered family (see :func:`lightning_xai.families.resolve_family`).
         inputs: keyword inputs of the model's forward, batched (no labels).
         explainers: methods to run.
         modality: token bookkeeping (:class:`~lightning_xai.modalities.TextModality` or ``VisionModality``).
         target: class to explain: ``"predicted"``, ``"label"`` or a class index.
         labels: ``[B]`` labels, needed for ``target="label"``.
-        capture: a capture for ``model`` (resolved when omitted).
+        family: the model's family (resolved when omitted).
         errors: when given, an explainer that raises is recorded here under its name and skipped instead of
             failing the whole batch.
 
     Returns:
         Method name -> :class:`~lightning_xai.types.Explanation` with ``[B, N]`` float32 relevance on the model's
         device, padding zeroed.
+
+    Raises:
+        UnsupportedMethodError: the model's family cannot serve one of ``explainers`` (naming the method, the
+            family, the reason and what to do).
     """
-    capture = capture if capture is not None else resolve_capture(model)
+    family = family if family is not None else resolve_family(model)
+    family.check(explainers)
+    capture = family.capture()
     results: dict[str, Explanation] = {}
     with gradients_enabled():
         cloned = {key: value.clone() for key, value in inputs.items()}  # inference tensors -> autograd tensors
@@ -119,7 +131,7 @@ def explain(
         if not record.attentions:
             raise LightningXAIError(
                 f"No attention was recorded during the forward of {type(model).__name__}: its attention layers do not "
-                "call the transformers AttentionInterface. Use a supported model (see the capture families)."
+                f"call the transformers AttentionInterface, which its family ({family.name}) relies on."
             )
         num_tokens = record.attentions[0].shape[-1]
         valid, special = modality.token_masks(cloned, num_tokens)
@@ -135,6 +147,8 @@ def explain(
             model=model,
             capture=capture,
             modality=modality,
+            family=family,
+            query_index=family.prediction_rows(cloned, valid),
         )
         detached_logits = logits.detach().float()
         for explainer in explainers:

@@ -12,6 +12,7 @@ from transformers import (
     BertTokenizerFast,
     DeiTConfig,
     DeiTForImageClassification,
+    DeiTForImageClassificationWithTeacher,
     DistilBertConfig,
     DistilBertForSequenceClassification,
     RobertaConfig,
@@ -21,8 +22,11 @@ from transformers import (
 )
 
 TEXT_FAMILIES = ("bert", "roberta", "distilbert")
-VISION_FAMILIES = ("vit", "deit")
-FAMILIES = TEXT_FAMILIES + VISION_FAMILIES
+VISION_FAMILIES = ("vit", "deit", "deit_with_teacher")
+#: The families most tests run on (one per architecture).
+FAMILIES = TEXT_FAMILIES + VISION_FAMILIES[:2]
+#: Every registered model family, each buildable tiny by make_model (the registry-loop tests run on these).
+REGISTERED_FAMILIES = TEXT_FAMILIES + VISION_FAMILIES
 WORDS = ["good", "bad", "movie", "plot", "great", "awful", "the", "a", "was", "very", "not", "fun", "dull", "ok"]
 SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 VOCAB = SPECIALS + WORDS + [f"##{w}" for w in ("s", "ing", "ed")]
@@ -53,6 +57,9 @@ def make_model(family: str, num_labels: int = 2, seed: int = 0, layers: int = 2)
     elif family == "deit":
         config = DeiTConfig(**common, image_size=IMAGE_SIZE, patch_size=PATCH, num_labels=num_labels)
         model = DeiTForImageClassification(config)
+    elif family == "deit_with_teacher":
+        config = DeiTConfig(**common, image_size=IMAGE_SIZE, patch_size=PATCH, num_labels=num_labels)
+        model = DeiTForImageClassificationWithTeacher(config)
     else:
         raise ValueError(family)
     return model.eval()

@@ -1,33 +1,21 @@
-"""Capture families: how attention is recorded for one explanation pass.
+"""Capture: how attention is recorded for ONE explanation pass (the mechanisms model families choose from).
 
-Add a family with one file defining an :class:`AttentionCapture` subclass plus one :func:`register_capture` line.
+Which capture a model gets is its family's choice (:attr:`lightning_xai.families.ModelFamily.capture_class`);
+:func:`resolve_capture` is the capture of the model's family.
 """
 
 from __future__ import annotations
 
+import warnings
+
 from torch import nn
 
 from lightning_xai.capture.base import AttentionCapture, AttentionRecord, eval_mode
-from lightning_xai.capture.hf import HFAttentionCapture
-from lightning_xai.errors import UnsupportedModelError
-
-_FAMILIES: list[type[AttentionCapture]] = []
-
-
-def register_capture(cls: type[AttentionCapture]) -> type[AttentionCapture]:
-    """Register a capture family (usable as a class decorator)."""
-    if cls not in _FAMILIES:
-        _FAMILIES.append(cls)
-    return cls
-
-
-def supported_families() -> list[str]:
-    """Names and examples of every registered family, for error messages."""
-    return [f"{cls.family} ({cls.examples})" for cls in _FAMILIES]
+from lightning_xai.capture.hf import HFAttentionCapture, attention_implementation, register_attention_function
 
 
 def resolve_capture(model: nn.Module) -> AttentionCapture:
-    """Return the capture for ``model`` or raise :class:`UnsupportedModelError` listing what is supported.
+    """The attention capture of ``model``'s family; raises :class:`UnsupportedModelError` listing the families.
 
     Example:
         >>> import torch
@@ -35,26 +23,36 @@ def resolve_capture(model: nn.Module) -> AttentionCapture:
         Traceback (most recent call last):
         lightning_xai.errors.UnsupportedModelError: ...
     """
-    for cls in _FAMILIES:
-        if cls.supports(model):
-            return cls(model)
-    families = "\n  - ".join(supported_families())
-    raise UnsupportedModelError(
-        f"lightning_xai cannot record the attention of a {type(model).__module__}.{type(model).__qualname__}.\n"
-        f"Supported model families:\n  - {families}\n"
-        "What to do: pass `model_getter=` to ExplanationMonitor so it returns the inner HF transformers model "
-        "(for example `lambda module: module.backbone`), or use a model built with transformers>=5 whose attention "
-        "goes through the AttentionInterface (`model.set_attn_implementation` must work)."
+    from lightning_xai.families import resolve_family  # families build on the captures
+
+    return resolve_family(model).capture()
+
+
+def supported_families() -> list[str]:
+    """Names and examples of every registered model family, for error messages."""
+    from lightning_xai.families import list_families
+
+    return [f"{cls.name} ({cls.examples})" for cls in list_families().values()]
+
+
+def register_capture(cls: type[AttentionCapture]) -> type[AttentionCapture]:
+    """Deprecated: a capture is chosen by a model family (``capture_class``), registered with ``register_family``."""
+    warnings.warn(
+        "register_capture is deprecated: set `capture_class` on a lightning_xai.families.ModelFamily subclass and "
+        "register the family with lightning_xai.families.register_family.",
+        DeprecationWarning,
+        stacklevel=2,
     )
+    return cls
 
-
-register_capture(HFAttentionCapture)
 
 __all__ = [
     "AttentionCapture",
     "AttentionRecord",
     "HFAttentionCapture",
+    "attention_implementation",
     "eval_mode",
+    "register_attention_function",
     "register_capture",
     "resolve_capture",
     "supported_families",

@@ -24,6 +24,7 @@ from transformers import AttentionInterface, PreTrainedModel
 from transformers.masking_utils import AttentionMaskInterface, eager_mask
 
 from lightning_xai.capture.base import AttentionCapture, AttentionRecord, eval_mode
+from lightning_xai.errors import LightningXAIError
 
 #: The attention-implementation key under which the recording function is registered.
 RECORDING_IMPLEMENTATION = "lightning_xai_recording"
@@ -60,7 +61,8 @@ def generic_eager_attention(
     return output, probs
 
 
-def _eager_function_for(module: nn.Module) -> Callable[..., tuple[Tensor, Tensor]]:
+def eager_attention_for(module: nn.Module) -> Callable[..., tuple[Tensor, Tensor]]:
+    """The ``eager_attention_forward`` of the module's own modeling file (HF's lookup), else the generic one."""
     modeling = sys.modules.get(type(module).__module__)
     return getattr(modeling, "eager_attention_forward", generic_eager_attention)
 
@@ -74,15 +76,25 @@ def _recording_attention(
     *args: Any,
     **kwargs: Any,
 ) -> tuple[Tensor, Tensor]:
-    output, probs = _eager_function_for(module)(module, query, key, value, attention_mask, *args, **kwargs)
+    output, probs = eager_attention_for(module)(module, query, key, value, attention_mask, *args, **kwargs)
     record = _ACTIVE_RECORD.get()
     if record is not None:
         record.attentions.append(probs)
     return output, probs
 
 
-AttentionInterface.register(RECORDING_IMPLEMENTATION, _recording_attention)
-AttentionMaskInterface.register(RECORDING_IMPLEMENTATION, eager_mask)
+def register_attention_function(key: str, function: Callable[..., tuple[Tensor, Tensor]]) -> None:
+    """Register ``function`` as attention implementation ``key``, with eager masking.
+
+    Every ``AttentionInterface`` registration of the package goes through here (the recording function below and
+    the LRP rule functions). Registering a new key changes nothing for models that do not select it; the mask
+    registration is required because transformers silently drops the padding mask of unknown implementations.
+    """
+    AttentionInterface.register(key, function)
+    AttentionMaskInterface.register(key, eager_mask)
+
+
+register_attention_function(RECORDING_IMPLEMENTATION, _recording_attention)
 
 
 def _all_configs(model: PreTrainedModel) -> list[Any]:
@@ -99,6 +111,37 @@ def _all_configs(model: PreTrainedModel) -> list[Any]:
             if sub is not None:
                 pending.append(sub)
     return list(seen.values())
+
+
+@contextmanager
+def attention_implementation(model: nn.Module, key: str) -> Iterator[None]:
+    """Switch ``model`` (and every sub-config) to attention implementation ``key``; restore each config on exit.
+
+    The previous implementation of EVERY config (``sdpa`` during training, typically) is restored in ``finally``,
+    also when an exception is raised inside the block.
+
+    Example:
+        >>> from transformers import BertConfig, BertForSequenceClassification
+        >>> model = BertForSequenceClassification(BertConfig(hidden_size=16, num_hidden_layers=1,
+        ...     num_attention_heads=2, intermediate_size=8, vocab_size=50))
+        >>> with attention_implementation(model, RECORDING_IMPLEMENTATION):
+        ...     inside = model.config._attn_implementation
+        >>> inside, model.config._attn_implementation
+        ('lightning_xai_recording', 'sdpa')
+    """
+    set_implementation = getattr(model, "set_attn_implementation", None)
+    if not isinstance(model, PreTrainedModel) or not callable(set_implementation):
+        raise LightningXAIError(
+            f"Switching the attention implementation needs a HF transformers model (set_attn_implementation); got "
+            f"{type(model).__name__}"
+        )
+    previous = [(config, config._attn_implementation_internal) for config in _all_configs(model)]
+    try:
+        set_implementation(key)
+        yield
+    finally:
+        for config, implementation in previous:
+            config._attn_implementation_internal = implementation
 
 
 class HFAttentionCapture(AttentionCapture):
@@ -145,8 +188,6 @@ class HFAttentionCapture(AttentionCapture):
         Layer outputs are recorded with our own forward hooks, removed on exit: asking the model for
         ``output_hidden_states`` would make transformers install permanent hooks (which also break pickling).
         """
-        model: PreTrainedModel = self.model  # type: ignore[assignment]
-        previous = [(config, config._attn_implementation_internal) for config in _all_configs(model)]
         record = AttentionRecord()
 
         def keep_output(_module: nn.Module, _args: object, output: Any) -> None:
@@ -157,12 +198,9 @@ class HFAttentionCapture(AttentionCapture):
         handles = [layer.register_forward_hook(keep_output) for layer in self.layer_modules()]
         token = _ACTIVE_RECORD.set(record)
         try:
-            with eval_mode(model):
-                model.set_attn_implementation(RECORDING_IMPLEMENTATION)
+            with eval_mode(self.model), attention_implementation(self.model, RECORDING_IMPLEMENTATION):
                 yield record
         finally:
-            for config, implementation in previous:
-                config._attn_implementation_internal = implementation
             for handle in handles:
                 handle.remove()
             _ACTIVE_RECORD.reset(token)

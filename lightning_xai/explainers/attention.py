@@ -1,16 +1,17 @@
 r"""Attention baselines: raw last-layer attention and attention rollout (Abnar & Zuidema, ACL 2020).
 
-Raw attention: :math:`s_j = \frac{1}{H}\sum_h A^{L,h}_{0 j}` (the [CLS] query row of the last layer, head mean;
+Raw attention: :math:`s_j = \frac{1}{H}\sum_h A^{L,h}_{q j}` (the prediction row ``q`` of the last layer, head mean;
 Chefer et al.'s ``generate_attn_last_layer`` without zeroing the [CLS] entry).
 
 Rollout: :math:`\hat A^l = \mathrm{rownorm}\big(\tfrac{1}{H}\sum_h A^{l,h} + I\big)`,
-:math:`R = \hat A^L \hat A^{L-1} \cdots \hat A^1`, :math:`s_j = R_{0 j}`.
+:math:`R = \hat A^L \hat A^{L-1} \cdots \hat A^1`, :math:`s_j = R_{q j}`.
 
 Both are restricted to real tokens: padded rows and columns are removed before the head mean and the row
-re-normalisation, so a padded sample scores exactly as the same sample alone. Row ``0`` is the [CLS] / ``<s>``
-token of every supported family (ViT, DeiT: the class token). Special tokens keep their score and are marked in
-``Explanation.special_mask``. Rollout only needs the [CLS] row, so it is computed as a row vector times the
-layers from the last to the first: ``O(L N^2)`` instead of ``O(L N^3)``.
+re-normalisation, so a padded sample scores exactly as the same sample alone. The row ``q`` of each sample is the
+one its model family says carries the prediction (:meth:`~lightning_xai.families.ModelFamily.prediction_rows`: the
+[CLS] / ``<s>`` / class token of the encoders, row 0). Special tokens keep their score and are marked in
+``Explanation.special_mask``. Rollout only needs that row, so it is computed as a row vector times the layers from
+the last to the first: ``O(L N^2)`` instead of ``O(L N^3)``.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from typing import ClassVar
 import torch
 from torch import Tensor
 
-from lightning_xai.explainers.base import Explainer, ForwardPass
+from lightning_xai.explainers.base import Explainer, ForwardPass, query_rows
 
 
 def _pair_mask(valid_mask: Tensor, like: Tensor) -> Tensor:
@@ -29,13 +30,13 @@ def _pair_mask(valid_mask: Tensor, like: Tensor) -> Tensor:
     return (valid[:, :, None] & valid[:, None, :]).to(like.dtype)
 
 
-def raw_attention(attentions: Sequence[Tensor], valid_mask: Tensor, query: int = 0) -> Tensor:
+def raw_attention(attentions: Sequence[Tensor], valid_mask: Tensor, query: int | Tensor = 0) -> Tensor:
     """Head-mean attention of the last layer's ``query`` row over real keys.
 
     Args:
         attentions: per layer ``[B, H, N, N]`` post-softmax attention (only the last is used).
         valid_mask: ``[B, N]`` real tokens; padding gets 0.
-        query: the row read (0: [CLS]).
+        query: the row read: one index for every sample or ``[B]`` indices (0: [CLS]).
 
     Returns:
         ``[B, N]`` float32.
@@ -46,17 +47,18 @@ def raw_attention(attentions: Sequence[Tensor], valid_mask: Tensor, query: int =
         >>> raw_attention([A], torch.tensor([[True, True, False]])).tolist()
         [[0.5, 0.25, 0.0]]
     """
-    last = attentions[-1].detach().float().mean(dim=1)[:, query]
+    last = attentions[-1].detach().float().mean(dim=1)
+    last = last[torch.arange(last.shape[0], device=last.device), query_rows(query, last.shape[0], last.device)]
     return last * valid_mask.to(last.device)
 
 
-def rollout(attentions: Sequence[Tensor], valid_mask: Tensor, query: int = 0) -> Tensor:
+def rollout(attentions: Sequence[Tensor], valid_mask: Tensor, query: int | Tensor = 0) -> Tensor:
     """Attention rollout row ``query`` (Abnar & Zuidema 2020), restricted to real tokens.
 
     Args:
         attentions: per layer ``[B, H, N, N]`` post-softmax attention, first layer first.
         valid_mask: ``[B, N]`` real tokens; padded rows/columns are dropped before re-normalising.
-        query: the row read (0: [CLS]).
+        query: the row read: one index for every sample or ``[B]`` indices (0: [CLS]).
 
     Returns:
         ``[B, N]`` float32, sums to 1 over the real tokens of each row.
@@ -74,7 +76,7 @@ def rollout(attentions: Sequence[Tensor], valid_mask: Tensor, query: int = 0) ->
     pair = _pair_mask(valid_mask, first.float())
     eye = torch.eye(num_tokens, device=first.device, dtype=torch.float32)
     row = torch.zeros(batch, 1, num_tokens, device=first.device, dtype=torch.float32)
-    row[:, 0, query] = 1.0
+    row[torch.arange(batch, device=first.device), 0, query_rows(query, batch, first.device)] = 1.0
     for attention in reversed(attentions):
         mixed = attention.detach().float().mean(dim=1) * pair + eye
         mixed = mixed / mixed.sum(dim=-1, keepdim=True)
@@ -83,7 +85,7 @@ def rollout(attentions: Sequence[Tensor], valid_mask: Tensor, query: int = 0) ->
 
 
 class RawAttention(Explainer):
-    """Raw attention of the last layer: the [CLS] row, averaged over heads.
+    """Raw attention of the last layer: the prediction row ([CLS] for encoders), averaged over heads.
 
     Example:
         >>> import torch
@@ -100,12 +102,12 @@ class RawAttention(Explainer):
     """
 
     name: ClassVar[str] = "raw_attention"
-    needs: ClassVar[frozenset[str]] = frozenset({"attentions"})
+    needs: ClassVar[frozenset[str]] = frozenset({"attentions", "prediction_row"})
 
     def explain(self, forward: ForwardPass) -> Tensor:
-        """Last-layer [CLS] attention of the pass."""
+        """Last-layer attention of the pass's prediction rows."""
         with torch.no_grad():
-            return raw_attention(forward.attentions, forward.valid_mask)
+            return raw_attention(forward.attentions, forward.valid_mask, forward.prediction_rows)
 
 
 class Rollout(Explainer):
@@ -126,9 +128,9 @@ class Rollout(Explainer):
     """
 
     name: ClassVar[str] = "rollout"
-    needs: ClassVar[frozenset[str]] = frozenset({"attentions"})
+    needs: ClassVar[frozenset[str]] = frozenset({"attentions", "prediction_row"})
 
     def explain(self, forward: ForwardPass) -> Tensor:
-        """Rollout [CLS] row of the pass."""
+        """Rollout of the pass's prediction rows."""
         with torch.no_grad():
-            return rollout(forward.attentions, forward.valid_mask)
+            return rollout(forward.attentions, forward.valid_mask, forward.prediction_rows)

@@ -16,7 +16,8 @@ players. Games (``game=``):
   :math:`|S| \ge 2`. Exact closed form, batched, ``O(n^2)``:
   :math:`\phi_i = \bar A_{ii}/n + \sum_{j \ne i} \big[(\bar A_{ij} + \bar A_{ji})/2 - \bar A_{jj}/(n(n-1))\big]`
   (Eggen et al.'s ``C(n) = sum_s binom(n-2, s-1) s!(n-s-1)!/n!`` simplifies to ``1/2 - 1/(n(n-1))``).
-* ``"cls"``: :math:`v(S) = \sum_{i \in S} \bar A_{0 i}`, additive, so :math:`\phi_i = \bar A_{0 i}` (the [CLS] row).
+* ``"cls"``: :math:`v(S) = \sum_{i \in S} \bar A_{q i}`, additive, so :math:`\phi_i = \bar A_{q i}` (the prediction
+  row ``q``: the [CLS] row of the encoders, from the model family).
 * ``"max_mutual"``: :math:`v(\{i\}) = \bar A_{ii}`, :math:`v(S) = \sum_{\{i,j\} \subseteq S} \max(\bar A_{ij},
   \bar A_{ji})` (unordered pairs). Exact by enumerating all :math:`2^n` coalitions for
   ``n <= exact_max_tokens`` (as the reference code), sampled above: ``num_coalitions`` coalitions whose sizes
@@ -41,7 +42,7 @@ from typing import ClassVar, Literal
 import torch
 from torch import Tensor
 
-from lightning_xai.explainers.base import Explainer, ForwardPass
+from lightning_xai.explainers.base import Explainer, ForwardPass, query_rows
 
 Game = Literal["mutual", "cls", "max_mutual"]
 Weights = Literal["attention", "grad_attention"]
@@ -209,6 +210,7 @@ def attention_shapley(
     exact_max_tokens: int = 12,
     num_coalitions: int | None = 100,
     seed: int = 0,
+    query: int | Tensor = 0,
 ) -> Tensor:
     """Attention-Shapley relevance of the content tokens.
 
@@ -220,6 +222,7 @@ def attention_shapley(
         exact_max_tokens: max-mutual: enumerate coalitions up to this many players.
         num_coalitions: max-mutual: sampled coalitions above; None for the exact closed form.
         seed: max-mutual sampler seed.
+        query: ``"cls"`` game: the prediction row, one index for every sample or ``[B]`` indices (0: [CLS]).
 
     Returns:
         ``[B, N]`` float32, 0 off the content tokens.
@@ -231,7 +234,9 @@ def attention_shapley(
     if game == "mutual":
         return mutual_shapley(matrix, content)
     if game == "cls":
-        return torch.where(content, matrix[:, 0], torch.zeros_like(matrix[:, 0]))
+        batch = matrix.shape[0]
+        row = matrix[torch.arange(batch, device=matrix.device), query_rows(query, batch, matrix.device)]
+        return torch.where(content, row, torch.zeros_like(row))
     return max_mutual_shapley(matrix, content, exact_max_tokens, num_coalitions, seed)
 
 
@@ -261,8 +266,8 @@ class AttentionShapley(Explainer):
     """
 
     name: ClassVar[str] = "attention_shapley"
-    #: ``attention_gradients`` only with ``weights="grad_attention"``.
-    needs: ClassVar[frozenset[str]] = frozenset({"attentions", "attention_gradients"})
+    #: ``attention_gradients`` only with ``weights="grad_attention"``, ``prediction_row`` only for ``game="cls"``.
+    needs: ClassVar[frozenset[str]] = frozenset({"attentions", "attention_gradients", "prediction_row"})
 
     def __init__(
         self,
@@ -284,6 +289,14 @@ class AttentionShapley(Explainer):
         self.num_coalitions = num_coalitions
         self.seed = int(seed)
 
+    def requirements(self) -> frozenset[str]:
+        """Attention, plus its gradients for ``"grad_attention"`` and the prediction row for the ``"cls"`` game."""
+        return frozenset(
+            {"attentions"}
+            | ({"attention_gradients"} if self.weights == "grad_attention" else set())
+            | ({"prediction_row"} if self.game == "cls" else set())
+        )
+
     def explain(self, forward: ForwardPass) -> Tensor:
         """Attention-Shapley map of the pass."""
         gradients = forward.attention_gradients() if self.weights == "grad_attention" else None
@@ -297,4 +310,5 @@ class AttentionShapley(Explainer):
                 exact_max_tokens=self.exact_max_tokens,
                 num_coalitions=self.num_coalitions,
                 seed=self.seed,
+                query=forward.prediction_rows,
             )

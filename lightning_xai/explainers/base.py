@@ -13,7 +13,22 @@ from lightning_xai.types import ModelInputs
 
 if TYPE_CHECKING:
     from lightning_xai.capture.base import AttentionCapture
+    from lightning_xai.families.base import ModelFamily
     from lightning_xai.modalities.base import Modality
+
+
+def query_rows(query: int | Tensor, batch: int, device: torch.device) -> Tensor:
+    """``[B]`` long row indices from one index for every sample or an index per sample.
+
+    Example:
+        >>> import torch
+        >>> cpu = torch.device("cpu")
+        >>> query_rows(0, 2, cpu).tolist(), query_rows(torch.tensor([3, 1]), 2, cpu).tolist()
+        ([0, 0], [3, 1])
+    """
+    if isinstance(query, Tensor):
+        return query.to(device=device, dtype=torch.long).reshape(-1).expand(batch)
+    return torch.full((batch,), int(query), dtype=torch.long, device=device)
 
 
 @dataclass
@@ -32,8 +47,11 @@ class ForwardPass:
         input_embeddings: ``[B, N, D]`` output of ``model.get_input_embeddings()`` in this forward (live, requires
             grad; for ViT/DeiT the patch embeddings without prefix tokens), when the model has one.
         model: the explained model (methods that need their own patched pass, e.g. LRP, re-run it).
-        capture: the model's capture family.
+        capture: the model's attention capture.
         modality: the token bookkeeping of the inputs.
+        family: the model's family (prediction row, head read-out, LRP rules).
+        query_index: ``[B]`` long, the token row that carries each sample's prediction (the ``[CLS]`` row of an
+            encoder); attention-row methods read this row.
     """
 
     inputs: ModelInputs
@@ -47,8 +65,17 @@ class ForwardPass:
     model: nn.Module | None = field(default=None, repr=False)
     capture: AttentionCapture | None = field(default=None, repr=False)
     modality: Modality | None = field(default=None, repr=False)
+    family: ModelFamily | None = field(default=None, repr=False)
+    query_index: Tensor | None = None
     _attention_gradients: list[Tensor] | None = field(default=None, repr=False)
     _cache: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    @property
+    def prediction_rows(self) -> Tensor:
+        """``[B]`` long: :attr:`query_index`, or row 0 for every sample when no family set it."""
+        if self.query_index is not None:
+            return self.query_index
+        return torch.zeros(self.valid_mask.shape[0], dtype=torch.long, device=self.valid_mask.device)
 
     @property
     def target_score(self) -> Tensor:
@@ -85,9 +112,15 @@ class Explainer(ABC):
     name: ClassVar[str]
     #: True when negative relevance is meaningful (LRP); selects a diverging colour map.
     signed: ClassVar[bool] = False
-    #: What the method needs: ``"attentions"``, ``"attention_gradients"``, ``"hidden_states"``,
-    #: ``"input_embeddings"``, or ``"own_pass"`` (runs its own forward(s) on ``forward.model``, e.g. LRP rules).
+    #: What the method needs from the model's family (keys of :data:`lightning_xai.families.CAPABILITIES`:
+    #: ``"attentions"``, ``"attention_gradients"``, ``"prediction_row"``, ``"hidden_states"``, ``"head_readout"``,
+    #: ``"input_embeddings"``, ``"lrp_rules"``, ``"own_pass"``). A family that cannot provide one refuses the method
+    #: at setup.
     needs: ClassVar[frozenset[str]] = frozenset({"attentions"})
+
+    def requirements(self) -> frozenset[str]:
+        """What this configured instance needs (default: :attr:`needs`; a method may need less for some settings)."""
+        return self.needs
 
     @abstractmethod
     def explain(self, forward: ForwardPass) -> Tensor:

@@ -7,10 +7,11 @@ r"""Generic attention explainability, GAE (Chefer, Gur & Wolf, ICCV 2021, arXiv:
 
 with :math:`\nabla A^{l,h} = \partial y_c / \partial A^{l,h}` the gradient of the explained class's pre-softmax
 logit (ReLU AFTER the product, then the head mean), the self-attention rule of the paper (encoder-only models have
-no bi-modal or co-attention terms). Row ``0`` is the [CLS] / class token. Padded rows and columns are removed;
+no bi-modal or co-attention terms), read at the prediction row ``q`` of each sample (``R^L_{q j}``; the [CLS] /
+class token of the encoders, from the model family). Padded rows and columns are removed;
 special tokens keep their score (the official code keeps ``R[0, 0]`` too and slices it off for images). The
 gradients are :meth:`ForwardPass.attention_gradients`: ONE backward shared with Grad-SAM and attention-Shapley.
-Only the [CLS] row is needed, so it is computed as ``r <- r + r Ā^l`` from the last layer to the first
+Only that row is needed, so it is computed as ``r <- r + r Ā^l`` from the last layer to the first
 (``R^L = (I + Ā^L) ... (I + Ā^1)``), ``O(L N^2)``.
 """
 
@@ -22,17 +23,19 @@ from typing import ClassVar
 import torch
 from torch import Tensor
 
-from lightning_xai.explainers.base import Explainer, ForwardPass
+from lightning_xai.explainers.base import Explainer, ForwardPass, query_rows
 
 
-def gae(attentions: Sequence[Tensor], gradients: Sequence[Tensor], valid_mask: Tensor, query: int = 0) -> Tensor:
+def gae(
+    attentions: Sequence[Tensor], gradients: Sequence[Tensor], valid_mask: Tensor, query: int | Tensor = 0
+) -> Tensor:
     """GAE relevance of every token for the ``query`` row (Chefer et al. 2021, self-attention rule).
 
     Args:
         attentions: per layer ``[B, H, N, N]`` post-softmax attention, first layer first.
         gradients: per layer ``[B, H, N, N]`` gradient of the explained logit w.r.t. that attention.
         valid_mask: ``[B, N]`` real tokens; padding rows/columns are dropped and get 0.
-        query: the row read (0: [CLS]).
+        query: the row read: one index for every sample or ``[B]`` indices (0: [CLS]).
 
     Returns:
         ``[B, N]`` float32, ``>= 0`` with ``1`` added on ``query`` itself (the identity).
@@ -51,7 +54,7 @@ def gae(attentions: Sequence[Tensor], gradients: Sequence[Tensor], valid_mask: T
     valid = valid_mask.to(first.device)
     pair = (valid[:, :, None] & valid[:, None, :]).float()
     row = torch.zeros(batch, 1, num_tokens, device=first.device, dtype=torch.float32)
-    row[:, 0, query] = 1.0
+    row[torch.arange(batch, device=first.device), 0, query_rows(query, batch, first.device)] = 1.0
     for attention, gradient in zip(reversed(attentions), reversed(gradients), strict=True):
         weighted = (gradient.float() * attention.detach().float()).clamp_min(0).mean(dim=1) * pair
         row = row + row @ weighted
@@ -76,10 +79,10 @@ class GAE(Explainer):
     """
 
     name: ClassVar[str] = "gae"
-    needs: ClassVar[frozenset[str]] = frozenset({"attentions", "attention_gradients"})
+    needs: ClassVar[frozenset[str]] = frozenset({"attentions", "attention_gradients", "prediction_row"})
 
     def explain(self, forward: ForwardPass) -> Tensor:
         """GAE map of the pass (shares the cached attention gradients)."""
         gradients = forward.attention_gradients()
         with torch.no_grad():
-            return gae(forward.attentions, gradients, forward.valid_mask)
+            return gae(forward.attentions, gradients, forward.valid_mask, forward.prediction_rows)

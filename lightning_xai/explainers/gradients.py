@@ -30,6 +30,7 @@ from lightning_xai.capture.base import eval_mode
 from lightning_xai.errors import LightningXAIError
 from lightning_xai.explainers.base import Explainer, ForwardPass
 from lightning_xai.modalities.base import select
+from lightning_xai.types import logits_of
 
 
 def _to_tokens(scores: Tensor, num_tokens: int) -> Tensor:
@@ -46,12 +47,6 @@ def _embedding_module(model: nn.Module) -> nn.Module:
     if not isinstance(module, nn.Module):
         raise LightningXAIError(f"{type(model).__name__} has no get_input_embeddings(): cannot take input gradients")
     return module
-
-
-def _logits(output: object) -> Tensor:
-    from lightning_xai.explain import logits_of  # lazy: lightning_xai.explain imports the explainers package
-
-    return logits_of(output)
 
 
 def embedding_gradients(forward: ForwardPass) -> Tensor:
@@ -184,7 +179,7 @@ def integrated_gradients(
             for start in range(0, rows.shape[0], max_batch_size):
                 index = rows[start : start + max_batch_size]
                 state["alpha"] = alphas[start : start + max_batch_size]
-                logits = _logits(model(**select(inputs, index)))
+                logits = logits_of(model(**select(inputs, index)))
                 score = logits.gather(1, target[index][:, None])[:, 0]
                 (gradient,) = torch.autograd.grad(score.sum(), state["scaled"])  # type: ignore[arg-type]
                 delta = (state["input"] - state["base"]).float()  # type: ignore[operator]
@@ -197,7 +192,7 @@ def integrated_gradients(
             state["alpha"] = torch.zeros(batch, device=target.device)
             all_rows = torch.arange(batch, device=target.device)
             with torch.no_grad():
-                base_logits = _logits(model(**select(inputs, all_rows))).gather(1, target[:, None])[:, 0]
+                base_logits = logits_of(model(**select(inputs, all_rows))).gather(1, target[:, None])[:, 0]
     finally:
         handle.remove()
     assert total is not None

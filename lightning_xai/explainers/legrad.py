@@ -8,7 +8,7 @@ r"""LeGrad: layer-wise gradients of each layer's own read-out (Bousselham et al.
     \mathrm{LeGrad}_j = \mathrm{minmax}\Big(\sum_{l \ge l_0} m^l\Big)_j
 
 with :math:`z^l` the output tokens of layer ``l``, read out through the model's OWN final norm, pooler and
-classifier (:func:`lightning_xai.explainers._heads.head_readout`), :math:`c` the explained class (pre-softmax
+classifier (:meth:`lightning_xai.families.ModelFamily.read_out`), :math:`c` the explained class (pre-softmax
 logit), :math:`A^{l,h}` the post-softmax attention of layer ``l`` only, ``n`` the number of real tokens. Special and
 prefix tokens ([CLS], [SEP], distillation token) and padding are zeroed before the per-sample min-max over the
 content tokens, which divides by ``max(max - min, eps)`` (the official code has no epsilon).
@@ -34,7 +34,6 @@ import torch
 from torch import Tensor
 
 from lightning_xai.errors import LightningXAIError
-from lightning_xai.explainers._heads import head_readout
 from lightning_xai.explainers.base import Explainer, ForwardPass
 
 
@@ -97,7 +96,7 @@ class LeGrad(Explainer):
     """
 
     name: ClassVar[str] = "legrad"
-    needs: ClassVar[frozenset[str]] = frozenset({"attentions", "hidden_states"})
+    needs: ClassVar[frozenset[str]] = frozenset({"attentions", "hidden_states", "head_readout"})
 
     def __init__(self, start_layer: int = 0, eps: float = 1e-12) -> None:
         self.start_layer = int(start_layer)
@@ -105,8 +104,8 @@ class LeGrad(Explainer):
 
     def explain(self, forward: ForwardPass) -> Tensor:
         """LeGrad map of the pass: one ``autograd.grad`` per aggregated layer, each on a disjoint graph tail."""
-        if forward.model is None:
-            raise LightningXAIError("LeGrad needs the model (ForwardPass.model) to read layers out through its head")
+        if forward.family is None:
+            raise LightningXAIError("LeGrad needs the model family (ForwardPass.family) to read layers out")
         hidden_states = forward.hidden_states
         num_layers = len(forward.attentions)
         if hidden_states is None or len(hidden_states) != num_layers:
@@ -117,11 +116,10 @@ class LeGrad(Explainer):
         start = self.start_layer + num_layers if self.start_layer < 0 else self.start_layer
         if not 0 <= start < num_layers:
             raise LightningXAIError(f"LeGrad(start_layer={self.start_layer}) is out of range for {num_layers} layers")
-        readout = head_readout(forward.model)
-        target = forward.target[:, None]
+        rows, target = forward.prediction_rows, forward.target[:, None]
         gradients = []
         for layer in range(start, num_layers):
-            score = readout(hidden_states[layer]).gather(1, target).sum()
+            score = forward.family.read_out(hidden_states[layer], rows).gather(1, target).sum()
             attention = forward.attentions[layer]
             (gradient,) = torch.autograd.grad(score, attention, retain_graph=True, allow_unused=True)
             gradients.append(torch.zeros_like(attention) if gradient is None else gradient)

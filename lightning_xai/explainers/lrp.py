@@ -36,16 +36,14 @@ from contextlib import ExitStack, contextmanager
 from typing import Any, ClassVar, Literal
 
 import torch
-import transformers.activations as hf_activations
 from torch import Tensor, nn
 from torch.overrides import TorchFunctionMode
-from transformers import AttentionInterface
-from transformers.masking_utils import AttentionMaskInterface, eager_mask
 
 from lightning_xai.capture.base import eval_mode
-from lightning_xai.capture.hf import _all_configs, _eager_function_for
-from lightning_xai.errors import LightningXAIError
+from lightning_xai.capture.hf import attention_implementation, eager_attention_for, register_attention_function
+from lightning_xai.errors import LightningXAIError, UnsupportedMethodError
 from lightning_xai.explainers.base import Explainer, ForwardPass
+from lightning_xai.families import ModelFamily, resolve_family
 from lightning_xai.types import logits_of
 
 ReadAt = Literal["word_embeddings", "embeddings_output"]
@@ -60,15 +58,6 @@ ATTN_LRP_IMPLEMENTATION = "lightning_xai_attn_lrp"
 IDENTITY_EPSILON = 1e-10
 _GUARD = 1e-12  # smallest stabiliser of the linear rule, used when epsilon == 0 and gamma > 0
 
-_ACTIVATION_MODULES: tuple[type[nn.Module], ...] = (
-    nn.GELU,
-    nn.ReLU,
-    nn.Tanh,
-    nn.SiLU,
-    nn.Mish,
-    nn.LeakyReLU,
-    nn.ELU,
-)
 _FUNCTIONAL_ACTIVATIONS: frozenset[Callable[..., Any]] = frozenset(
     {
         torch.tanh,
@@ -204,12 +193,6 @@ class _FunctionalIdentityRule(TorchFunctionMode):
         return out
 
 
-def _is_activation(module: nn.Module) -> bool:
-    if isinstance(module, _ACTIVATION_MODULES):
-        return True
-    return type(module).__module__ == hf_activations.__name__ and type(module).__name__ != "LinearActivation"
-
-
 # ------------------------------------------------------------------------------------------------ attention rules
 
 
@@ -217,7 +200,7 @@ def _cp_lrp_attention(
     module: nn.Module, query: Tensor, key: Tensor, value: Tensor, attention_mask: Tensor | None, *args, **kwargs
 ) -> tuple[Tensor, Tensor]:
     """AH-rule: the model's own eager attention with ``q`` and ``k`` detached, so the probabilities are constant."""
-    eager = _eager_function_for(module)
+    eager = eager_attention_for(module)
     return eager(module, query.detach(), key.detach(), value, attention_mask, *args, **kwargs)
 
 
@@ -225,33 +208,13 @@ def _attn_lrp_attention(
     module: nn.Module, query: Tensor, key: Tensor, value: Tensor, attention_mask: Tensor | None, *args, **kwargs
 ) -> tuple[Tensor, Tensor]:
     """Uniform rule on ``Q K^T`` and ``A V``: q and k gradients / 4, v gradient / 2 (softmax untouched)."""
-    eager = _eager_function_for(module)
+    eager = eager_attention_for(module)
     q, k, v = divide_gradient(query, 4.0), divide_gradient(key, 4.0), divide_gradient(value, 2.0)
     return eager(module, q, k, v, attention_mask, *args, **kwargs)
 
 
-AttentionInterface.register(CP_LRP_IMPLEMENTATION, _cp_lrp_attention)
-AttentionMaskInterface.register(CP_LRP_IMPLEMENTATION, eager_mask)
-AttentionInterface.register(ATTN_LRP_IMPLEMENTATION, _attn_lrp_attention)
-AttentionMaskInterface.register(ATTN_LRP_IMPLEMENTATION, eager_mask)
-
-
-@contextmanager
-def attention_implementation(model: nn.Module, implementation: str) -> Iterator[None]:
-    """Switch ``model`` (and every sub-config) to ``implementation``; restore each config's previous one on exit."""
-    set_implementation = getattr(model, "set_attn_implementation", None)
-    if not callable(set_implementation):
-        raise LightningXAIError(
-            f"LRP needs a HF transformers model whose attention can be switched (set_attn_implementation); got "
-            f"{type(model).__name__}"
-        )
-    previous = [(config, config._attn_implementation_internal) for config in _all_configs(model)]  # type: ignore[arg-type]
-    try:
-        set_implementation(implementation)
-        yield
-    finally:
-        for config, implementation_before in previous:
-            config._attn_implementation_internal = implementation_before
+register_attention_function(CP_LRP_IMPLEMENTATION, _cp_lrp_attention)
+register_attention_function(ATTN_LRP_IMPLEMENTATION, _attn_lrp_attention)
 
 
 @contextmanager
@@ -262,8 +225,13 @@ def lrp_rules(
     gamma: float = 0.0,
     epsilon: float = 0.0,
     activation_rule: ActivationRule = "identity",
+    family: ModelFamily | None = None,
 ) -> Iterator[None]:
     """Put ``model`` in eval mode with the LRP rules of ``rule`` for the forwards run inside; restore on exit.
+
+    Which rule a module gets comes from its family's table (:attr:`ModelFamily.lrp_rules`, looked up by module
+    type); a module with its own parameters that the table does not cover raises, as captum does, instead of
+    silently getting a plain gradient.
 
     Args:
         model: a HF transformers model on the attention interface.
@@ -272,23 +240,31 @@ def lrp_rules(
         epsilon: epsilon of the epsilon-rule on the same layers (0 = LRP-0, plain gradient).
         activation_rule: ``"identity"`` (AttnLRP Eq. 9, standard LRP) or ``"gradient"`` (plain derivative, as in
             Ali et al.'s classifier head); forced to ``"identity"`` for ``"attn_lrp"``.
+        family: the model's family (resolved when omitted).
+
+    Raises:
+        UnsupportedMethodError: a module of the model has parameters but no rule in the family's table.
     """
     if rule not in ("cp_lrp", "attn_lrp"):
         raise ValueError(f"rule must be 'cp_lrp' or 'attn_lrp', got {rule!r}")
+    family = family if family is not None else resolve_family(model)
+    refusal = family.refusal(rule, ("lrp_rules",))
+    if refusal is not None:
+        raise UnsupportedMethodError(refusal)
     implementation = CP_LRP_IMPLEMENTATION if rule == "cp_lrp" else ATTN_LRP_IMPLEMENTATION
     identity = rule == "attn_lrp" or activation_rule == "identity"
     linear_hook = _linear_rule(gamma, epsilon) if (gamma > 0 or epsilon > 0) else None
     with ExitStack() as stack:
         stack.enter_context(eval_mode(model))
         stack.enter_context(attention_implementation(model, implementation))
+        hooks: dict[str, Callable[..., Any] | None] = {
+            "layer_norm": _layer_norm_rule,
+            "activation": _activation_rule if identity else None,
+            "linear": linear_hook,
+        }
         for module in model.modules():
-            hook: Callable[..., Any] | None = None
-            if isinstance(module, nn.LayerNorm):
-                hook = _layer_norm_rule
-            elif identity and _is_activation(module):
-                hook = _activation_rule
-            elif linear_hook is not None and isinstance(module, (nn.Linear, nn.Conv1d, nn.Conv2d)):
-                hook = linear_hook
+            kind = family.lrp_rule(module)
+            hook = None if kind is None else hooks.get(kind)
             if hook is not None:
                 stack.callback(module.register_forward_hook(hook).remove)
         if identity:
@@ -299,24 +275,13 @@ def lrp_rules(
 # ------------------------------------------------------------------------------------------------ reading point
 
 
-def _reading_modules(model: nn.Module, read_at: ReadAt) -> tuple[nn.Module, nn.Module | None]:
+def _reading_modules(family: ModelFamily, read_at: ReadAt) -> tuple[nn.Module, nn.Module]:
     """(module whose output is read, the embedding module whose output is the encoder's token sequence)."""
-    base = getattr(model, "base_model", model)
-    embeddings = getattr(base, "embeddings", None)
-    embeddings = embeddings if isinstance(embeddings, nn.Module) else None
     if read_at == "embeddings_output":
-        if embeddings is None:
-            raise LightningXAIError(
-                f"read_at='embeddings_output' needs `model.base_model.embeddings`; {type(model).__name__} has none. "
-                "Use read_at='word_embeddings'."
-            )
+        embeddings = family.embeddings_output()
         return embeddings, embeddings
     if read_at == "word_embeddings":
-        get_embeddings = getattr(model, "get_input_embeddings", None)
-        word = get_embeddings() if callable(get_embeddings) else None
-        if not isinstance(word, nn.Module):
-            raise LightningXAIError(f"{type(model).__name__} has no get_input_embeddings(); use 'embeddings_output'")
-        return word, embeddings
+        return family.word_embeddings(), family.embeddings_output()
     raise ValueError(f"read_at must be 'word_embeddings' or 'embeddings_output', got {read_at!r}")
 
 
@@ -330,6 +295,7 @@ def lrp(
     gamma: float = 0.0,
     epsilon: float = 0.0,
     activation_rule: ActivationRule = "identity",
+    family: ModelFamily | None = None,
 ) -> Tensor:
     """Signed LRP relevance per token ``[B, N]`` (float32) from ONE patched forward and ONE ``autograd.grad``.
 
@@ -345,6 +311,7 @@ def lrp(
         gamma: LRP-gamma on linear layers (see :func:`lrp_rules`).
         epsilon: epsilon-rule stabiliser on linear layers (see :func:`lrp_rules`).
         activation_rule: ``"identity"`` or ``"gradient"`` (see :func:`lrp_rules`).
+        family: the model's family: rule table and reading points (resolved when omitted).
 
     Returns:
         ``[B, N]`` float32, ``N`` the encoder's sequence length; sums to the explained logit up to the relevance
@@ -359,7 +326,8 @@ def lrp(
         >>> relevance.shape, relevance.dtype, model.training, model.config._attn_implementation
         (torch.Size([1, 4]), torch.float32, True, 'sdpa')
     """
-    read_module, embeddings_module = _reading_modules(model, read_at)
+    family = family if family is not None else resolve_family(model)
+    read_module, embeddings_module = _reading_modules(family, read_at)
     read: list[Tensor] = []
     num_tokens: list[int] = []
 
@@ -380,9 +348,10 @@ def lrp(
         cloned = {key: value.clone() if isinstance(value, Tensor) else value for key, value in inputs.items()}
         with ExitStack() as stack:
             stack.callback(read_module.register_forward_hook(read_hook).remove)
-            if embeddings_module is not None:
-                stack.callback(embeddings_module.register_forward_hook(count_hook).remove)
-            stack.enter_context(lrp_rules(model, rule, gamma=gamma, epsilon=epsilon, activation_rule=activation_rule))
+            stack.callback(embeddings_module.register_forward_hook(count_hook).remove)
+            stack.enter_context(
+                lrp_rules(model, rule, gamma=gamma, epsilon=epsilon, activation_rule=activation_rule, family=family)
+            )
             logits = logits_of(model(**cloned))
         if not read:
             raise LightningXAIError(f"The {read_at} module did not run in the forward of {type(model).__name__}")
@@ -407,11 +376,12 @@ def cp_lrp(
     gamma: float = 0.0,
     epsilon: float = 0.0,
     activation_rule: ActivationRule = "identity",
+    family: ModelFamily | None = None,
 ) -> Tensor:
     """Conservative LRP ("AH+LN", Ali et al. ICML 2022) relevance ``[B, N]``; see :func:`lrp`."""
     return lrp(
         model, inputs, target, rule="cp_lrp", read_at=read_at, gamma=gamma, epsilon=epsilon,
-        activation_rule=activation_rule,
+        activation_rule=activation_rule, family=family,
     )
 
 
@@ -423,9 +393,10 @@ def attn_lrp(
     read_at: ReadAt = "embeddings_output",
     gamma: float = 0.0,
     epsilon: float = 1e-6,
+    family: ModelFamily | None = None,
 ) -> Tensor:
     """AttnLRP (Achtibat et al. ICML 2024) relevance ``[B, N]``; see :func:`lrp`."""
-    return lrp(model, inputs, target, rule="attn_lrp", read_at=read_at, gamma=gamma, epsilon=epsilon)
+    return lrp(model, inputs, target, rule="attn_lrp", read_at=read_at, gamma=gamma, epsilon=epsilon, family=family)
 
 
 # ------------------------------------------------------------------------------------------------ explainers
@@ -471,7 +442,7 @@ class ConservativeLRP(Explainer):
 
     name: ClassVar[str] = "cp_lrp"
     signed: ClassVar[bool] = True
-    needs: ClassVar[frozenset[str]] = frozenset({"own_pass"})
+    needs: ClassVar[frozenset[str]] = frozenset({"own_pass", "lrp_rules"})
 
     def __init__(
         self,
@@ -494,7 +465,7 @@ class ConservativeLRP(Explainer):
             raise LightningXAIError("ConservativeLRP needs forward.model (its own patched pass)")
         return cp_lrp(
             forward.model, forward.inputs, forward.target, read_at=self.read_at, gamma=self.gamma,
-            epsilon=self.epsilon, activation_rule=self.activation_rule,
+            epsilon=self.epsilon, activation_rule=self.activation_rule, family=forward.family,
         )
 
 
@@ -525,7 +496,7 @@ class AttnLRP(Explainer):
 
     name: ClassVar[str] = "attn_lrp"
     signed: ClassVar[bool] = True
-    needs: ClassVar[frozenset[str]] = frozenset({"own_pass"})
+    needs: ClassVar[frozenset[str]] = frozenset({"own_pass", "lrp_rules"})
 
     def __init__(self, read_at: ReadAt = "embeddings_output", gamma: float = 0.0, epsilon: float = 1e-6) -> None:
         _check(read_at, gamma, epsilon)
@@ -539,5 +510,5 @@ class AttnLRP(Explainer):
             raise LightningXAIError("AttnLRP needs forward.model (its own patched pass)")
         return attn_lrp(
             forward.model, forward.inputs, forward.target, read_at=self.read_at, gamma=self.gamma,
-            epsilon=self.epsilon,
+            epsilon=self.epsilon, family=forward.family,
         )

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 from torch import Tensor
 
 from lightning_xai.types import ModelInputs
+
+if TYPE_CHECKING:
+    from lightning_xai.types import Explanation
 
 
 class Modality(ABC):
@@ -30,6 +34,18 @@ class Modality(ABC):
     @abstractmethod
     def collate(self, parts: Sequence[ModelInputs]) -> ModelInputs:
         """Concatenate several input batches along the batch axis (padding text to a common length)."""
+
+    @abstractmethod
+    def num_tokens(self, inputs: ModelInputs) -> int:
+        """Tokens per row of the model's attention for ``inputs`` (bounds the memory of an explanation pass)."""
+
+    @abstractmethod
+    def sample_view(self, inputs: ModelInputs, row: int, maps: Mapping[str, Explanation]) -> dict[str, Any]:
+        """What dashboards show of sample ``row``: ``{"tokens": [...]}`` or ``{"image": [C, H, W]}``, and ``"maps"``.
+
+        ``"maps"`` holds every method's relevance in the same layout (text: one value per content token; vision:
+        the patch grid), as numpy arrays.
+        """
 
     def lengths(self, inputs: ModelInputs) -> Tensor | None:
         """Per-row number of positions a forward really needs (text: up to the last real token), or None."""

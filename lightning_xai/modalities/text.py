@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
-from typing import Any, Literal
+from collections.abc import Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 from torch import Tensor
@@ -11,6 +11,9 @@ from torch import Tensor
 from lightning_xai.errors import LightningXAIError
 from lightning_xai.modalities.base import Modality
 from lightning_xai.types import ModelInputs
+
+if TYPE_CHECKING:
+    from lightning_xai.types import Explanation
 
 #: How a removed text token is taken out of the input: replaced by ``replacement_id`` (``"replace"``) or by a named
 #: token (``"mask"``, ``"unk"``, ``"pad"``); hidden through the attention mask (``"attention"``); deleted and the row
@@ -201,6 +204,18 @@ class TextModality(Modality):
             ]
             out[key] = torch.cat(padded)
         return out
+
+    def num_tokens(self, inputs: ModelInputs) -> int:
+        """The padded width of the batch."""
+        return int(inputs["input_ids"].shape[1])
+
+    def sample_view(self, inputs: ModelInputs, row: int, maps: Mapping[str, Explanation]) -> dict[str, Any]:
+        """The content tokens of row ``row`` (special tokens and padding removed) and each method's scores on them."""
+        content = next(iter(maps.values())).content_mask[row]
+        return {
+            "tokens": self.tokens(inputs["input_ids"][row][content].cpu()),
+            "maps": {n: e.relevance[row][e.content_mask[row]].cpu().numpy() for n, e in maps.items()},
+        }
 
     def lengths(self, inputs: ModelInputs) -> Tensor:
         """Index of the last real token + 1 (so left padding is never cut)."""

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Literal
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 from torch import Tensor
@@ -11,6 +11,9 @@ from torch import Tensor
 from lightning_xai.errors import LightningXAIError
 from lightning_xai.modalities.base import Modality
 from lightning_xai.types import ModelInputs
+
+if TYPE_CHECKING:
+    from lightning_xai.types import Explanation
 
 #: Weights of the 8 neighbours in ROAD's noisy linear imputation (Rong et al., ICML 2022): 1/6 direct, 1/12 diagonal.
 _ROAD_WEIGHTS = torch.tensor([[1 / 12, 1 / 6, 1 / 12], [1 / 6, 0.0, 1 / 6], [1 / 12, 1 / 6, 1 / 12]])
@@ -101,6 +104,8 @@ class VisionModality(Modality):
             blurred with a Gaussian, ``klen=11, sigma=5`` as RISE), ``"road"`` (ROAD's noisy linear imputation,
             :func:`noisy_linear_impute`) or a number.
         road_noise: noise std of the ROAD imputation.
+        num_prefix_tokens: tokens before the patch grid (ViT 1, DeiT 2), as the model family knows them; None:
+            found as the tokens the grid leaves over.
 
     Example:
         >>> import torch
@@ -118,17 +123,18 @@ class VisionModality(Modality):
 
     def __init__(
         self, patch_size: int, baseline: Literal["zero", "mean", "blur", "road"] | float = "zero",
-        road_noise: float = 0.01,
+        road_noise: float = 0.01, num_prefix_tokens: int | None = None,
     ) -> None:
         if isinstance(baseline, str) and baseline not in VISION_BASELINES:
             raise ValueError(f"baseline must be one of {VISION_BASELINES} or a number, got {baseline!r}")
         self.patch_size = int(patch_size)
         self.baseline = baseline
         self.road_noise = road_noise
+        self.prefix_tokens = num_prefix_tokens
 
     def variant(self, removal: str | float) -> VisionModality:  # type: ignore[override]
         """A copy with another baseline (``"zero"``, ``"mean"``, ``"blur"``, ``"road"`` or a number)."""
-        return VisionModality(self.patch_size, removal, self.road_noise)  # type: ignore[arg-type]
+        return VisionModality(self.patch_size, removal, self.road_noise, self.prefix_tokens)  # type: ignore[arg-type]
 
     def grid(self, inputs: ModelInputs) -> tuple[int, int]:
         """Patch grid ``(rows, columns)`` of the images in ``inputs``."""
@@ -139,11 +145,18 @@ class VisionModality(Modality):
         """Tokens before the patch grid (1 for ViT's [CLS], 2 for DeiT's [CLS] + distillation)."""
         rows, cols = self.grid(inputs)
         prefix = num_tokens - rows * cols
-        if prefix < 0:
+        if prefix < 0 or (self.prefix_tokens is not None and prefix != self.prefix_tokens):
+            expected = "" if self.prefix_tokens is None else f" after {self.prefix_tokens} prefix tokens"
             raise LightningXAIError(
-                f"{num_tokens} tokens cannot hold a {rows}x{cols} patch grid: is patch_size={self.patch_size} right?"
+                f"{num_tokens} tokens do not hold a {rows}x{cols} patch grid{expected}: is "
+                f"patch_size={self.patch_size} right?"
             )
         return prefix
+
+    def num_tokens(self, inputs: ModelInputs) -> int:
+        """Tokens per row of the model's attention: prefix tokens (at most two when unknown) + the patch grid."""
+        rows, cols = self.grid(inputs)
+        return rows * cols + (2 if self.prefix_tokens is None else self.prefix_tokens)
 
     def token_masks(self, inputs: ModelInputs, num_tokens: int) -> tuple[Tensor, Tensor]:
         """All tokens are valid; the prefix tokens are special."""
@@ -187,3 +200,11 @@ class VisionModality(Modality):
     def collate(self, parts: Sequence[ModelInputs]) -> ModelInputs:
         """Concatenate image batches (all images of one model share a size)."""
         return {key: torch.cat([p[key] for p in parts]) for key in parts[0]}
+
+    def sample_view(self, inputs: ModelInputs, row: int, maps: Mapping[str, Explanation]) -> dict[str, Any]:
+        """The image ``[C, H, W]`` of row ``row`` and each method's relevance on the patch grid ``[rows, cols]``."""
+        single = {key: value[row : row + 1] for key, value in inputs.items()}
+        return {
+            "image": single["pixel_values"][0].detach().float().cpu().numpy(),
+            "maps": {n: self.patch_map(e.relevance[row : row + 1], single)[0].cpu().numpy() for n, e in maps.items()},
+        }

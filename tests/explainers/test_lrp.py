@@ -208,7 +208,7 @@ def test_cp_and_attn_lrp_differ_and_activation_rule_option():
 def test_class_attributes_and_bad_arguments():
     assert ConservativeLRP.name == "cp_lrp" and AttnLRP.name == "attn_lrp"
     assert ConservativeLRP.signed and AttnLRP.signed
-    assert ConservativeLRP.needs == AttnLRP.needs == frozenset({"own_pass"})
+    assert ConservativeLRP.needs == AttnLRP.needs == frozenset({"own_pass", "lrp_rules"})
     with pytest.raises(ValueError, match="read_at"):
         AttnLRP(read_at="pixels")
     with pytest.raises(ValueError, match="gamma"):

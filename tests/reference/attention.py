@@ -34,18 +34,18 @@ def eager_outputs(model, inputs_row: dict, **kwargs):
     return model, model(**inputs_row, output_attentions=True, **kwargs)
 
 
-def raw_attention_reference(model, inputs_row: dict) -> torch.Tensor:
+def raw_attention_reference(model, inputs_row: dict, query: int = 0) -> torch.Tensor:
     _, out = eager_outputs(model, inputs_row)
     A = out.attentions[-1][0].detach().double()
     H, N = A.shape[0], A.shape[-1]
     scores = torch.zeros(N, dtype=torch.float64)
     for j in range(N):
         for h in range(H):
-            scores[j] += A[h, 0, j] / H
+            scores[j] += A[h, query, j] / H
     return scores.float()
 
 
-def rollout_reference(model, inputs_row: dict) -> torch.Tensor:
+def rollout_reference(model, inputs_row: dict, query: int = 0) -> torch.Tensor:
     _, out = eager_outputs(model, inputs_row)
     N = out.attentions[0].shape[-1]
     R = torch.eye(N, dtype=torch.float64)
@@ -54,4 +54,4 @@ def rollout_reference(model, inputs_row: dict) -> torch.Tensor:
         for i in range(N):
             A[i] = A[i] / A[i].sum()
         R = A @ R
-    return R[0].float()
+    return R[query].float()

@@ -5,7 +5,7 @@ import torch
 from reference.attention import eager_outputs
 
 
-def gae_reference(model, inputs_row: dict, target: int | None = None) -> torch.Tensor:
+def gae_reference(model, inputs_row: dict, target: int | None = None, query: int = 0) -> torch.Tensor:
     _, out = eager_outputs(model, inputs_row)
     attentions = list(out.attentions)
     for a in attentions:
@@ -21,4 +21,4 @@ def gae_reference(model, inputs_row: dict, target: int | None = None) -> torch.T
         for h in range(H):
             Abar += torch.clamp(G[h] * A[h], min=0) / H
         R = R + Abar @ R
-    return R[0].float()
+    return R[query].float()

@@ -1,6 +1,6 @@
 """LeGrad written from the paper for HF classifiers: one ``torch.autograd.grad`` per layer, explicit head code.
 
-The per-family read-out is written out here independently of ``lightning_xai.explainers._heads``.
+The per-family read-out is written out here independently of ``lightning_xai.families``.
 """
 
 import torch

@@ -1,0 +1,90 @@
+"""Model families: one file per family plus one :func:`register_family` line here.
+
+Example:
+    >>> list(list_families())
+    ['bert', 'roberta', 'distilbert', 'vit', 'deit_with_teacher', 'deit']
+"""
+
+from __future__ import annotations
+
+from torch import nn
+
+from lightning_xai.errors import UnsupportedModelError
+from lightning_xai.families.base import CAPABILITIES, ENCODER_LRP_RULES, LRPRule, ModelFamily
+from lightning_xai.families.bert import BertFamily
+from lightning_xai.families.deit import DeiTFamily, DeiTWithTeacherFamily
+from lightning_xai.families.distilbert import DistilBertFamily
+from lightning_xai.families.encoders import TextEncoderFamily, VisionEncoderFamily
+from lightning_xai.families.roberta import RobertaFamily
+from lightning_xai.families.vit import ViTFamily
+
+_FAMILIES: dict[str, type[ModelFamily]] = {}
+
+
+def register_family(cls: type[ModelFamily]) -> type[ModelFamily]:
+    """Register a family class under ``cls.name`` (usable as a class decorator); earlier ones are tried first."""
+    existing = _FAMILIES.get(cls.name)
+    if existing is not None and existing is not cls:
+        raise ValueError(f"A model family named {cls.name!r} is already registered ({existing.__qualname__})")
+    _FAMILIES[cls.name] = cls
+    return cls
+
+
+def list_families() -> dict[str, type[ModelFamily]]:
+    """Registered families by name, in resolution order."""
+    return dict(_FAMILIES)
+
+
+def resolve_family(model: nn.Module) -> ModelFamily:
+    """The family of ``model``, bound to it; raises :class:`UnsupportedModelError` listing the families.
+
+    Example:
+        >>> import torch
+        >>> resolve_family(torch.nn.Linear(2, 2))  # doctest: +IGNORE_EXCEPTION_DETAIL
+        Traceback (most recent call last):
+        lightning_xai.errors.UnsupportedModelError: ...
+    """
+    for cls in _FAMILIES.values():
+        if cls.matches(model):
+            family = cls(model)
+            if not family.capture_class.supports(model):
+                raise UnsupportedModelError(
+                    f"{type(model).__name__} belongs to the {cls.name!r} family, but its attention cannot be "
+                    f"recorded ({family.capture_class.family} capture): use a model built with transformers>=5 "
+                    "whose attention goes through the AttentionInterface (`model.set_attn_implementation` must work)."
+                )
+            return family
+    families = "\n  - ".join(f"{cls.name}: {cls.examples}" for cls in _FAMILIES.values())
+    raise UnsupportedModelError(
+        f"lightning_xai has no model family for a {type(model).__module__}.{type(model).__qualname__}.\n"
+        f"Supported model families:\n  - {families}\n"
+        "What to do: pass `model_getter=` to ExplanationMonitor so it returns the inner HF transformers model "
+        "(for example `lambda module: module.backbone`), or describe your model in a new family file "
+        "(lightning_xai/families/, one file + one register_family line; see docs/architecture.md)."
+    )
+
+
+register_family(BertFamily)
+register_family(RobertaFamily)
+register_family(DistilBertFamily)
+register_family(ViTFamily)
+register_family(DeiTWithTeacherFamily)
+register_family(DeiTFamily)
+
+__all__ = [
+    "CAPABILITIES",
+    "ENCODER_LRP_RULES",
+    "BertFamily",
+    "DeiTFamily",
+    "DeiTWithTeacherFamily",
+    "DistilBertFamily",
+    "LRPRule",
+    "ModelFamily",
+    "RobertaFamily",
+    "TextEncoderFamily",
+    "ViTFamily",
+    "VisionEncoderFamily",
+    "list_families",
+    "register_family",
+    "resolve_family",
+]

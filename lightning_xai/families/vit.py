@@ -1,0 +1,26 @@
+"""ViT (``ViTForImageClassification``): the class token, then the patch grid; read out through the final norm."""
+
+from __future__ import annotations
+
+from torch import Tensor, nn
+from transformers import ViTForImageClassification
+
+from lightning_xai.families._readout import token_at
+from lightning_xai.families.encoders import VisionEncoderFamily
+
+
+class ViTFamily(VisionEncoderFamily):
+    """ViT: one prefix token (``[CLS]``); ``classifier(layernorm(h[CLS]))``; the encoder LRP rules."""
+
+    name = "vit"
+    examples = "ViTForImageClassification"
+    num_prefix_tokens = 1
+
+    @classmethod
+    def matches(cls, model: nn.Module) -> bool:
+        """ViT image classifiers and their subclasses."""
+        return isinstance(model, ViTForImageClassification)
+
+    def read_out(self, hidden: Tensor, rows: Tensor) -> Tensor:
+        """``classifier(layernorm(h[CLS]))``."""
+        return self.model.classifier(self.model.vit.layernorm(token_at(hidden, rows)))

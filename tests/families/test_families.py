@@ -1,0 +1,102 @@
+"""Model families: resolution, read-outs, prediction rows, LRP rule tables, modalities, refusals."""
+
+import pytest
+import torch
+from helpers import REGISTERED_FAMILIES, make_inputs, make_model, make_tokenizer, modality_for
+from reference.attention import (
+    content_mask,
+    eager_outputs,
+    raw_attention_reference,
+    rollout_reference,
+    unpadded_row,
+)
+from reference.gae import gae_reference
+
+from lightning_xai import explain
+from lightning_xai.errors import LightningXAIError, UnsupportedMethodError, UnsupportedModelError
+from lightning_xai.explainers import GAE, AttentionShapley, RawAttention, Rollout
+from lightning_xai.explainers.lrp import cp_lrp
+from lightning_xai.families import BertFamily, ViTFamily, resolve_family
+from lightning_xai.modalities import TextModality, VisionModality
+
+
+@pytest.mark.parametrize("family", REGISTERED_FAMILIES)
+def test_read_out_of_the_last_layer_reproduces_the_logits(family):
+    model = make_model(family, num_labels=3)
+    inputs = make_inputs(family, batch=2)
+    out = model(**inputs, output_hidden_states=True)
+    resolved = resolve_family(model)
+    rows = resolved.prediction_rows(inputs, torch.ones(2, out.hidden_states[-1].shape[1], dtype=torch.bool))
+    torch.testing.assert_close(resolved.read_out(out.hidden_states[-1], rows), out.logits)
+
+
+@pytest.mark.parametrize("family", REGISTERED_FAMILIES)
+def test_every_parametrised_module_of_a_registered_family_has_an_lrp_rule(family):
+    resolved = resolve_family(make_model(family))
+    assert resolved.modules_without_lrp_rule() == []
+    assert "lrp_rules" not in resolved.missing_capabilities()
+
+
+def test_an_unknown_model_is_refused_listing_the_families_and_what_to_do():
+    with pytest.raises(UnsupportedModelError) as error:
+        resolve_family(torch.nn.LSTM(4, 4))
+    message = str(error.value)
+    assert all(name in message for name in REGISTERED_FAMILIES)
+    assert "model_getter=" in message and "family file" in message
+
+
+def test_a_module_type_without_a_rule_refuses_lrp_instead_of_a_plain_gradient():
+    class NoLayerNormRule(BertFamily):
+        lrp_rules = {k: v for k, v in BertFamily.lrp_rules.items() if k is not torch.nn.LayerNorm}
+
+    model = make_model("bert")
+    with pytest.raises(UnsupportedMethodError, match="'cp_lrp'.*'bert'.*LayerNorm"):
+        cp_lrp(model, make_inputs("bert", batch=1), 0, family=NoLayerNormRule(model))
+
+
+class _LastTokenBert(BertFamily):
+    """BERT told that the prediction is carried by the last real token (as a decoder's would be)."""
+
+    def prediction_rows(self, inputs, valid_mask):
+        return valid_mask.long().sum(dim=1) - 1
+
+
+def test_attention_row_methods_read_the_row_the_family_names():
+    """Raw attention, rollout, GAE and the cls Shapley game read each sample's prediction row, not row 0."""
+    model = make_model("bert", num_labels=3)
+    inputs = make_inputs("bert", batch=3)
+    modality = modality_for("bert")
+    explainers = [RawAttention(), Rollout(), GAE(), AttentionShapley(game="cls")]
+    maps = explain(model, inputs, explainers, modality=modality, family=_LastTokenBert(model))
+    for row in range(3):
+        single = unpadded_row(inputs, row)
+        last = single["input_ids"].shape[1] - 1
+        n = last + 1
+        expected_raw = raw_attention_reference(model, single, last)
+        torch.testing.assert_close(maps["raw_attention"].relevance[row, :n], expected_raw)
+        torch.testing.assert_close(maps["rollout"].relevance[row, :n], rollout_reference(model, single, last))
+        target = int(maps["gae"].target[row])
+        torch.testing.assert_close(maps["gae"].relevance[row, :n], gae_reference(model, single, target, last),
+                                   rtol=1e-4, atol=1e-5)
+        _, out = eager_outputs(model, single)  # the cls game: phi_i = mean over layers and heads of A[last, i]
+        mean_row = torch.stack([a[0].double().mean(dim=0) for a in out.attentions]).mean(dim=0)[last].float()
+        expected_cls = torch.where(content_mask(single, n), mean_row, torch.zeros_like(mean_row))
+        torch.testing.assert_close(maps["attention_shapley"].relevance[row, :n], expected_cls)
+    default = explain(model, inputs, explainers, modality=modality)
+    for name in ("raw_attention", "rollout", "gae", "attention_shapley"):
+        assert not torch.allclose(default[name].relevance, maps[name].relevance), name
+
+
+def test_the_family_builds_the_modality():
+    tokenizer = make_tokenizer()
+    assert isinstance(resolve_family(make_model("bert")).build_modality(tokenizer), TextModality)
+    with pytest.raises(LightningXAIError, match="tokenizer="):
+        resolve_family(make_model("roberta")).build_modality(None)
+    vit, deit = resolve_family(make_model("vit")), resolve_family(make_model("deit"))
+    assert isinstance(vit, ViTFamily)
+    inputs = make_inputs("vit", batch=1)
+    assert vit.build_modality().num_tokens(inputs) == 17 and deit.build_modality().num_tokens(inputs) == 18
+    vision = vit.build_modality()
+    assert isinstance(vision, VisionModality)
+    with pytest.raises(LightningXAIError, match="after 1 prefix tokens"):
+        vision.token_masks(inputs, 18)  # a DeiT-shaped sequence is not a ViT's
