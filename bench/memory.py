@@ -28,7 +28,7 @@ import torch  # noqa: E402
 from transformers import AutoModelForSequenceClassification, AutoTokenizer  # noqa: E402
 
 from lightning_xai import ExplanationMonitor  # noqa: E402
-from lightning_xai.callbacks.explanation_monitor import release_free_memory  # noqa: E402
+from lightning_xai._runtime import release_free_memory  # noqa: E402
 from lightning_xai.explainers import GradSAM  # noqa: E402
 from lightning_xai.metrics import DeletionAUC  # noqa: E402
 from lightning_xai.recipes.bundled import minilm_path  # noqa: E402

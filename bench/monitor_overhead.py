@@ -19,7 +19,6 @@ import os
 import platform
 import statistics
 import time
-from types import SimpleNamespace
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
@@ -27,12 +26,18 @@ os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 import torch  # noqa: E402
 from transformers import AutoModelForSequenceClassification, AutoTokenizer  # noqa: E402
 
-from lightning_xai import ExplanationMonitor, explain  # noqa: E402
-from lightning_xai.explain import logits_of  # noqa: E402
+from lightning_xai import AdaptedBatch, explain  # noqa: E402
+from lightning_xai._runtime import ErrorPolicy  # noqa: E402
 from lightning_xai.explainers import GradSAM  # noqa: E402
+from lightning_xai.families import resolve_family  # noqa: E402
+from lightning_xai.keys import LogKeys  # noqa: E402
 from lightning_xai.metrics import DeletionAUC, deletion_auc  # noqa: E402
 from lightning_xai.modalities import TextModality  # noqa: E402
+from lightning_xai.probe import ProbeSet  # noqa: E402
 from lightning_xai.recipes.bundled import minilm_path, sentiment_csv_path  # noqa: E402
+from lightning_xai.run import explain_probe_set  # noqa: E402
+from lightning_xai.scoring import Scoreboard  # noqa: E402
+from lightning_xai.types import logits_of  # noqa: E402
 
 
 def load_texts(n: int) -> list[str]:
@@ -95,17 +100,16 @@ def main() -> None:
     def deletion_32():
         deletion_auc(lambda x: logits_of(model(**x)), probe, maps, modality, steps=10)
 
-    monitor = ExplanationMonitor(explainers=[GradSAM()], metrics=[DeletionAUC(steps=10)], num_samples=32,
-                                 num_heatmaps=0, tokenizer=tokenizer, write_files=False)
-    module = torch.nn.Module()
-    module.model = model
-    trainer = SimpleNamespace(sanity_checking=False, loggers=[], is_global_zero=True, datamodule=None, log_dir=None,
-                              default_root_dir="/tmp")
-    monitor.setup(trainer, module, "fit")
-    monitor.on_validation_batch_end(trainer, module, None, probe, 0)
+    # what ExplanationMonitor does at one scheduled validation: the engine on the collected probe set
+    family = resolve_family(model)
+    probe_set = ProbeSet(32)
+    probe_set.add(AdaptedBatch(probe))
+    probe_data = probe_set.collate(modality)
 
     def monitor_32():
-        monitor._explain_probe_set(torch.device("cpu"), False)
+        scoreboard = Scoreboard(["grad_sam"], [DeletionAUC(steps=10)], LogKeys(), ErrorPolicy())
+        explain_probe_set(model, probe_data, [GradSAM()], scoreboard, family=family, modality=modality,
+                          keep_samples=False)
 
     timings = {}
     for name, fn in [("plain_32", plain_32), ("plain_256", plain_256), ("fwd_bwd_32", fwd_bwd_32),

@@ -1,4 +1,4 @@
-"""Batch adapters: turn a validation batch into model inputs and (optional) labels."""
+"""Adapters from user objects to the engine: a batch into model inputs and labels, a LightningModule into its model."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from torch import Tensor
+from torch import Tensor, nn
 
 from lightning_xai.errors import BatchFormatError
 from lightning_xai.types import ModelInputs
@@ -100,3 +100,19 @@ def as_adapted(value: Any) -> AdaptedBatch:
         f"The batch adapter returned a {type(value).__name__}; it must return an AdaptedBatch, an inputs dict, or "
         "an (inputs_dict, labels) pair."
     )
+
+
+def default_model_getter(pl_module: nn.Module) -> nn.Module:
+    """The outermost HF ``PreTrainedModel`` inside the LightningModule (e.g. ``self.model``), else the module.
+
+    Example:
+        >>> import torch
+        >>> default_model_getter(torch.nn.Linear(2, 2))
+        Linear(in_features=2, out_features=2, bias=True)
+    """
+    from transformers import PreTrainedModel
+
+    for module in pl_module.modules():
+        if isinstance(module, PreTrainedModel):
+            return module
+    return pl_module

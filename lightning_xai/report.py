@@ -15,8 +15,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
-from lightning_xai.sinks.files import JSONL_NAME
+from lightning_xai.keys import JSONL_NAME, LogKeys, heatmap_path
+from lightning_xai.metrics import rank_correlation
 from lightning_xai.viz import token_heatmap_html
 
 _PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf"]
@@ -50,29 +52,18 @@ def load_epochs(path: Path) -> list[dict[str, Any]]:
 
 
 def spearman(a: np.ndarray, b: np.ndarray) -> float:
-    """Spearman rank correlation (average ranks for ties); NaN when either side is constant.
+    """Spearman rank correlation of two maps (average ranks for ties); NaN when either side is constant.
+
+    The same :func:`~lightning_xai.metrics.rank_correlation` the monitor's agreement and stability use.
 
     Example:
         >>> import numpy as np
         >>> round(spearman(np.array([1.0, 2.0, 3.0]), np.array([10.0, 20.0, 30.0])), 6)
         1.0
     """
-
-    def ranks(x: np.ndarray) -> np.ndarray:
-        order = np.argsort(x, kind="stable")
-        r = np.empty(len(x), dtype=float)
-        r[order] = np.arange(len(x), dtype=float)
-        for value in np.unique(x):  # average ranks of ties
-            tied = x == value
-            r[tied] = r[tied].mean()
-        return r
-
-    if len(a) < 2:
-        return float("nan")
-    ra, rb = ranks(np.asarray(a, dtype=float)), ranks(np.asarray(b, dtype=float))
-    if ra.std() == 0 or rb.std() == 0:
-        return float("nan")
-    return float(np.corrcoef(ra, rb)[0, 1])
+    first = torch.as_tensor(np.asarray(a, dtype=np.float64).reshape(1, -1))
+    second = torch.as_tensor(np.asarray(b, dtype=np.float64).reshape(1, -1))
+    return float(rank_correlation(first, second, torch.ones_like(first, dtype=torch.bool))[0])
 
 
 def agreement_matrix(record: dict[str, Any]) -> tuple[list[str], np.ndarray]:
@@ -199,7 +190,7 @@ def _evolution(records: list[dict[str, Any]], root: Path) -> str:
                                            signed=sample.get("signed", {}).get(method, False))
                     )
                 else:
-                    png = root / f"epoch_{int(record['epoch']):03d}" / method / f"sample_{index:02d}.png"
+                    png = heatmap_path(root, int(record["epoch"]), method, index)
                     uri = _image_uri(png)
                     cells.append(
                         f'<img alt="{html.escape(method)}" src="{uri}" style="max-width:300px">' if uri
@@ -224,17 +215,18 @@ def build_report(run_dir: str | os.PathLike[str]) -> str:
     records = load_epochs(path)
     if not records:
         raise ValueError(f"{path} holds no epoch record yet")
-    prefix = records[-1].get("prefix", "xai/")
+    keys = LogKeys(records[-1].get("prefix", "xai/"))
     directions: dict[str, bool] = {}
     series: dict[str, dict[str, list[tuple[int, float]]]] = {}
     for record in records:
-        directions.update(record.get("higher_is_better", {}))
         for key, value in record["scalars"].items():
-            method, _, metric = key[len(prefix) :].partition("/") if key.startswith(prefix) else (key, "", key)
-            series.setdefault(metric or key, {}).setdefault(method, []).append((int(record["epoch"]), float(value)))
+            chart, line = keys.chart(key) or (key, key)
+            if key in record.get("higher_is_better", {}):
+                directions[chart] = bool(record["higher_is_better"][key])
+            series.setdefault(chart, {}).setdefault(line, []).append((int(record["epoch"]), float(value)))
     charts = []
     for metric, by_method in sorted(series.items()):
-        higher = next((directions[k] for k in directions if k.endswith("/" + metric)), None)
+        higher = directions.get(metric)
         note = "" if higher is None else ("higher is better" if higher else "lower is better")
         charts.append(_svg_chart(metric, by_method, note))
     methods, matrix = agreement_matrix(records[-1])

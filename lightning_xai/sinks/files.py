@@ -1,11 +1,13 @@
 """Files beside the run: PNG heatmaps, HTML token heatmaps and one JSON line per epoch with scores and maps.
 
-Always written on rank zero, whatever the loggers (CSVLogger, MLflowLogger, none), so nothing computed is lost;
-``lightning-xai report`` reads these files. Layout under ``<directory>``::
+Written on rank zero whatever the loggers (CSVLogger, MLflowLogger, none), unless the monitor's ``write_files`` is
+off, so nothing computed is lost; ``lightning-xai report`` reads these files. Layout under ``<directory>`` (paths
+from :mod:`lightning_xai.keys`)::
 
     explanations.jsonl                      one line per scheduled validation: scalars + probe samples' maps
     epoch_003/grad_sam/sample_00.png        rendered heatmap
     epoch_003/grad_sam/sample_00.html       token heatmap (text), every string escaped
+    epoch_003/compare/sample_00.png         every method side by side
     evolution/grad_sam/sample_00.png        the sample's heatmaps of every epoch so far, oldest first
 """
 
@@ -13,16 +15,16 @@ from __future__ import annotations
 
 import json
 import os
-import re
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from lightning_xai.keys import JSONL_NAME, epoch_heatmaps, evolution_path, heatmap_path
 from lightning_xai.sinks.base import EpochReport, ProbeSample, Sink
 
-#: File name of the per-epoch record.
-JSONL_NAME = "explanations.jsonl"
+__all__ = ["JSONL_NAME", "FilesSink", "sample_record"]
 
 
 def sample_record(sample: ProbeSample) -> dict[str, Any]:
@@ -40,10 +42,6 @@ def sample_record(sample: ProbeSample) -> dict[str, Any]:
     }
 
 
-def _safe(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("_") or "_"
-
-
 class FilesSink(Sink):
     """Writes PNG/HTML/JSONL files under a directory (created on first write).
 
@@ -57,12 +55,16 @@ class FilesSink(Sink):
 
     @classmethod
     def accepts(cls, logger: Any) -> bool:
-        """Not chosen per logger: the callback always adds one files sink."""
+        """Not chosen per logger: one files sink per run, see :meth:`for_run`."""
         return False
+
+    @classmethod
+    def for_run(cls, loggers: Iterable[Any], files_dir: str | None = None) -> list[Sink]:
+        """One files sink writing to ``files_dir`` when files are on (``files_dir`` given), else none."""
+        return [] if files_dir is None else [cls(files_dir)]
 
     def log_epoch(self, report: EpochReport) -> None:
         """Append the epoch's JSON line, then write its PNG and HTML files."""
-        from lightning_xai.viz import token_heatmap_html
         from lightning_xai.viz.png import write_png
 
         self.directory.mkdir(parents=True, exist_ok=True)
@@ -76,34 +78,24 @@ class FilesSink(Sink):
         }
         with open(self.directory / JSONL_NAME, "a", encoding="utf-8") as handle:
             handle.write(json.dumps(record, allow_nan=False) + "\n")
-        epoch_dir = self.directory / f"epoch_{report.epoch:03d}"
-        for tag, image in report.images.items():
-            method, _, rest = tag[len(report.prefix) :].partition("/")
-            name = rest.rsplit("/", 1)[-1]
-            path = epoch_dir / _safe(method) / f"{_safe(name)}.png"
+        for heatmap in report.heatmaps:
+            path = heatmap_path(self.directory, report.epoch, heatmap.method, heatmap.sample)
             path.parent.mkdir(parents=True, exist_ok=True)
-            write_png(path, image)
-            self._write_evolution(_safe(method), f"{_safe(name)}.png")
-        for sample in report.samples:
-            if sample.tokens is None:
-                continue
-            for method, values in sample.maps.items():
-                path = epoch_dir / _safe(method) / f"sample_{sample.index:02d}.html"
-                path.parent.mkdir(parents=True, exist_ok=True)
-                title = f"{method} · sample {sample.index} · epoch {report.epoch}"
-                page = token_heatmap_html(sample.tokens, np.asarray(values), title=title, caption=sample.caption(),
-                                          signed=sample.signed.get(method, False), standalone=True)
-                path.write_text(page, encoding="utf-8")
+            write_png(path, heatmap.rgb)
+            self._write_evolution(heatmap.method, heatmap.sample)
+            if heatmap.html is not None:
+                page = f'<!DOCTYPE html><html><head><meta charset="utf-8"></head><body>{heatmap.html}</body></html>'
+                path.with_suffix(".html").write_text(page, encoding="utf-8")
 
-    def _write_evolution(self, method: str, name: str) -> None:
-        """Rebuild ``evolution/<method>/<name>`` from every epoch's PNG of that sample (small: a few images)."""
+    def _write_evolution(self, method: str | None, sample: int) -> None:
+        """Rebuild one sample's evolution strip from every epoch's PNG of it (small: a few images)."""
         from matplotlib.image import imread
 
         from lightning_xai.viz import evolution_strip
         from lightning_xai.viz.png import write_png
 
-        frames = sorted(self.directory.glob(f"epoch_*/{method}/{name}"))
+        frames = epoch_heatmaps(self.directory, method, sample)
         images = [(imread(frame)[..., :3] * 255).round().astype(np.uint8) for frame in frames]
-        target = self.directory / "evolution" / method / name
+        target = evolution_path(self.directory, method, sample)
         target.parent.mkdir(parents=True, exist_ok=True)
         write_png(target, evolution_strip(images))

@@ -9,22 +9,24 @@ from __future__ import annotations
 
 from typing import Any
 
+from lightning_xai.keys import LogKeys
 from lightning_xai.sinks.base import EpochReport, Sink, logger_class_names
 
 
 def custom_scalars_layout(keys: list[str], prefix: str) -> dict[str, dict[str, list[Any]]]:
-    """``{category: {metric: ["Multiline", [keys of every method]]}}`` for ``add_custom_scalars``.
+    """``{category: {chart: ["Multiline", [keys of every method]]}}`` for ``add_custom_scalars``.
 
     Example:
         >>> layout = custom_scalars_layout(["xai/grad_sam/deletion_auc", "xai/random/deletion_auc"], "xai/")
         >>> layout["explanation quality"]["deletion_auc"]
         ['Multiline', ['xai/grad_sam/deletion_auc', 'xai/random/deletion_auc']]
     """
+    log_keys = LogKeys(prefix)
     charts: dict[str, list[str]] = {}
     for key in keys:
-        metric = key[len(prefix) :].split("/", 1)[-1] if key.startswith(prefix) else key
-        charts.setdefault(metric, []).append(key)
-    return {"explanation quality": {metric: ["Multiline", tags] for metric, tags in sorted(charts.items())}}
+        chart = log_keys.chart(key)
+        charts.setdefault(key if chart is None else chart[0], []).append(key)
+    return {"explanation quality": {chart: ["Multiline", tags] for chart, tags in sorted(charts.items())}}
 
 
 class TensorBoardSink(Sink):
@@ -46,9 +48,10 @@ class TensorBoardSink(Sink):
         if keys - self._layout_keys:
             self._layout_keys |= keys
             writer.add_custom_scalars(custom_scalars_layout(sorted(self._layout_keys), report.prefix))
-        for tag, image in report.images.items():
-            writer.add_image(tag, image, global_step=report.step, dataformats="HWC")
+        for heatmap in report.heatmaps:
+            tag = report.keys.heatmap(heatmap.method, heatmap.sample)
+            writer.add_image(tag, heatmap.rgb, global_step=report.step, dataformats="HWC")
         for method, values in report.relevance.items():
             if values.size:
-                writer.add_histogram(f"{report.prefix}{method}/relevance", values, global_step=report.step)
+                writer.add_histogram(report.keys.relevance(method), values, global_step=report.step)
         writer.flush()

@@ -39,40 +39,32 @@ class WandbSink(Sink):
         """Images, HTML heatmaps and the probe table in one ``log`` call at the trainer's global step."""
         import wandb
 
-        from lightning_xai.viz import token_heatmap_html
-
         run = self.logger.experiment
         for key, higher in report.higher_is_better.items():
             if key not in self._defined:
                 run.define_metric(key, summary="max" if higher else "min")
                 self._defined.add(key)
+        keys = report.keys
         captions = {sample.index: sample.caption() for sample in report.samples}
         payload: dict[str, Any] = {}
-        for tag, image in report.images.items():
-            index = int(tag.rsplit("_", 1)[-1]) if tag.rsplit("_", 1)[-1].isdigit() else None
-            payload[tag] = wandb.Image(image, caption=captions.get(index, tag))
+        for heatmap in report.heatmaps:
+            tag = keys.heatmap(heatmap.method, heatmap.sample)
+            payload[tag] = wandb.Image(heatmap.rgb, caption=captions.get(heatmap.sample, tag))
+            if heatmap.html is not None and heatmap.method is not None:
+                payload[keys.tokens(heatmap.method, heatmap.sample)] = wandb.Html(heatmap.html)
         methods = report.methods()
-        for sample in report.samples:
-            if sample.tokens is None:
-                continue
-            for method in methods:
-                page = token_heatmap_html(sample.tokens, np.asarray(sample.maps[method]), title=f"{method} · sample "
-                                          f"{sample.index}", caption=sample.caption(),
-                                          signed=sample.signed.get(method, False))
-                payload[f"{report.prefix}{method}/tokens/sample_{sample.index:02d}"] = wandb.Html(page)
         columns = ["sample", "input", "label", "prediction", "probability", "explained"] + [
             f"{method} top tokens" for method in methods
         ]
         rows = []
         for sample in report.samples:
+            first = report.heatmap(methods[0], sample.index) if methods else None
             shown: Any = " ".join(sample.tokens) if sample.tokens is not None else (
-                wandb.Image(report.images.get(f"{report.prefix}{methods[0]}/heatmap/sample_{sample.index:02d}"))
-                if methods and f"{report.prefix}{methods[0]}/heatmap/sample_{sample.index:02d}" in report.images
-                else ""
+                wandb.Image(first.rgb) if first is not None else ""
             )
             rows.append(
                 [sample.index, shown, sample.label, sample.prediction, sample.probability, sample.explained]
                 + [top_tokens(sample, method) for method in methods]
             )
-        payload[f"{report.prefix}probe_samples"] = wandb.Table(columns=columns, data=rows)
+        payload[keys.probe_table()] = wandb.Table(columns=columns, data=rows)
         self.logger.log_metrics(payload, step=report.step)

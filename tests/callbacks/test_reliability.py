@@ -60,8 +60,8 @@ def test_resume_continues_the_same_probe_set_and_history(tmp_path, tokenizer):
     _trainer(tmp_path, [second, pl.callbacks.ModelCheckpoint(dirpath=str(tmp_path / "ckpt2"))], logger=logger,
              max_epochs=4, enable_checkpointing=True).fit(Module(tokenizer), train, val_loader(99),
                                                           ckpt_path=str(tmp_path / "ckpt" / "last.ckpt"))
-    assert len(first._probe_inputs) == len(second._probe_inputs)
-    for a, b in zip(first._probe_inputs, second._probe_inputs, strict=True):
+    assert len(first.probe.inputs) == len(second.probe.inputs)
+    for a, b in zip(first.probe.inputs, second.probe.inputs, strict=True):
         assert all(torch.equal(a[k], b[k]) for k in a)
     assert sorted(second.history) == [0, 1, 2, 3]
     assert second.history[0] == first.history[0] and second.history[1] == first.history[1]
@@ -375,7 +375,7 @@ def test_fewer_validation_samples_than_num_samples_keeps_one_probe_set_across_ep
     train, val = text_loaders(n_val=6, batch_size=4)
     monitor = _monitor(num_samples=64, explainers=[GradSAM()])
     _trainer(tmp_path, [monitor], max_epochs=3).fit(Module(tokenizer), train, val)
-    assert monitor._probe_count == 6 and sum(part["input_ids"].shape[0] for part in monitor._probe_inputs) == 6
+    assert monitor.probe.count == 6 and sum(part["input_ids"].shape[0] for part in monitor.probe.inputs) == 6
     assert "xai/grad_sam/stability" not in monitor.history[0]
     assert all(-1.0 <= monitor.history[epoch]["xai/grad_sam/stability"] <= 1.0 for epoch in (1, 2))
     records = [json.loads(line) for line in (tmp_path / "xai" / "explanations.jsonl").read_text().splitlines()]
@@ -383,7 +383,7 @@ def test_fewer_validation_samples_than_num_samples_keeps_one_probe_set_across_ep
 
 
 def test_freed_heap_memory_is_handed_back_after_each_validation(tmp_path, tokenizer, monkeypatch):
-    import lightning_xai.callbacks.explanation_monitor as monitor_module
+    import lightning_xai._runtime as monitor_module  # the callback calls runtime.release_free_memory()
 
     calls = []
     real = monitor_module.release_free_memory
@@ -398,7 +398,7 @@ def test_freed_heap_memory_is_handed_back_after_each_validation(tmp_path, tokeni
 def test_metrics_share_one_engine_pass_and_halve_it_on_out_of_memory(tmp_path, tokenizer, monkeypatch):
     """All perturbation metrics of all methods go through one evaluate_suite call per chunk; an out-of-memory
     error in it halves its rows and tokens and retries, with the same values as a run without the error."""
-    import lightning_xai.callbacks.explanation_monitor as monitor_module
+    import lightning_xai.scoring as monitor_module  # the scoreboard runs the shared pass
     from lightning_xai.metrics import AOPCComprehensiveness
 
     real = monitor_module.evaluate_suite
@@ -443,11 +443,11 @@ def test_a_metric_scored_on_its_own_halves_its_bounds_on_out_of_memory(tmp_path,
             super().__init__()
             self.max_batch_size, self.max_tokens = 8, 64
 
-        def update(self, forward, inputs, explanation, modality):
+        def sample_values(self, explanation, context):
             Halving.seen.append((self.max_batch_size, self.max_tokens))
             if self.max_batch_size > 2:
                 raise torch.OutOfMemoryError("out of memory (simulated)")
-            self.update_values(torch.full((explanation.relevance.shape[0],), 0.25))
+            return torch.full((explanation.relevance.shape[0],), 0.25)
 
     Module = make_text_module_class(pl)
     train, val = text_loaders(n_val=4)

@@ -193,5 +193,5 @@ def test_explain_errors(tmp_path):
     recipe = str(RECIPES / "vit_digits.yaml")
     with pytest.raises(SystemExit, match="does not exist"):
         cli.main(["explain", "--ckpt", str(tmp_path / "missing.ckpt"), "--config", recipe])
-    with pytest.raises(ValueError, match="Known metrics: .*deletion_auc"):
+    with pytest.raises(ValueError, match="Registered metrics: .*deletion_auc"):
         cli.get_metric("nope")

@@ -103,8 +103,11 @@ def test_wandb_offline_writes_images_html_and_a_table_per_epoch(tmp_path, tokeni
 def _hostile_report(prefix="xai/"):
     sample = ProbeSample(index=0, label=HOSTILE[0], prediction=HOSTILE[1], probability=0.5, explained=HOSTILE[2],
                          tokens=list(HOSTILE), maps={"m": np.arange(4.0)}, signed={"m": False})
-    return EpochReport(epoch=0, step=0, prefix=prefix, scalars={"xai/m/x": 1.0}, higher_is_better={"xai/m/x": True},
-                       samples=[sample], images={})
+    from lightning_xai.keys import LogKeys
+    from lightning_xai.viz.render import render_heatmaps
+
+    return EpochReport(epoch=0, step=0, scalars={"xai/m/x": 1.0}, higher_is_better={"xai/m/x": True},
+                       samples=[sample], heatmaps=render_heatmaps([sample], epoch=0), keys=LogKeys(prefix))
 
 
 def _assert_inert(page: str):

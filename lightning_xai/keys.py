@@ -1,0 +1,191 @@
+"""Every logged key and every file path of a monitored run, formatted and parsed in ONE place.
+
+The monitor, the sinks, the CLI and the static report import these helpers instead of formatting strings and
+parsing them back. Keys (with the default prefix ``"xai/"``):
+
+====================================  ========================================================================
+``xai/<method>/<metric>``             a metric of a method's maps (``xai/grad_sam/deletion_auc``)
+``xai/<method>/<metric>_gain_vs_random``  the metric's gain over the ``Random`` baseline (> 0: better than chance)
+``xai/<method>/stability``            Spearman of the method's maps with the previous validation's
+``xai/agreement/<a>_vs_<b>``          Spearman between two methods' maps of the same samples
+``xai/<method>/skipped_samples``      probe samples a method lost to errors at this validation
+``xai/<method>/heatmap/sample_NN``    a rendered heatmap (``xai/compare/heatmap/sample_NN``: every method)
+``xai/<method>/tokens/sample_NN``     a token heatmap as HTML (W&B)
+``xai/<method>/relevance``            histogram of every content-token relevance of the probe set
+``xai/probe_samples``                 the table of probe samples (W&B)
+====================================  ========================================================================
+
+Files below the files sink's directory: ``explanations.jsonl``, ``epoch_NNN/<method>/sample_NN.(png|html)``,
+``evolution/<method>/sample_NN.png``.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+#: Pseudo-method of the comparison grid (every method side by side for one sample).
+COMPARE = "compare"
+#: Pseudo-method of the agreement keys.
+AGREEMENT = "agreement"
+GAIN_SUFFIX = "_gain_vs_random"
+STABILITY = "stability"
+SKIPPED = "skipped_samples"
+#: File name of the per-epoch record of the files sink.
+JSONL_NAME = "explanations.jsonl"
+
+KeyKind = Literal["score", "gain", "stability", "agreement", "skipped"]
+
+
+@dataclass(frozen=True)
+class ParsedKey:
+    """What a scalar key means.
+
+    Attributes:
+        kind: ``"score"``, ``"gain"``, ``"stability"``, ``"agreement"`` or ``"skipped"``.
+        method: the method (for ``"agreement"``: the first of the pair).
+        metric: the metric (``"score"``/``"gain"``), ``"stability"``, ``"skipped_samples"``, or for
+            ``"agreement"`` the second method.
+    """
+
+    kind: KeyKind
+    method: str
+    metric: str
+
+
+@dataclass(frozen=True)
+class LogKeys:
+    """Key formatting and parsing under one prefix.
+
+    Example:
+        >>> keys = LogKeys("xai/")
+        >>> keys.score("grad_sam", "deletion_auc"), keys.heatmap("grad_sam", 3)
+        ('xai/grad_sam/deletion_auc', 'xai/grad_sam/heatmap/sample_03')
+        >>> keys.parse(keys.gain("grad_sam", "deletion_auc"))
+        ParsedKey(kind='gain', method='grad_sam', metric='deletion_auc')
+        >>> keys.parse(keys.agreement("grad_sam", "random"))
+        ParsedKey(kind='agreement', method='grad_sam', metric='random')
+    """
+
+    prefix: str = "xai/"
+
+    # ------------------------------------------------------------------------------------------- scalars
+
+    def score(self, method: str, metric: str) -> str:
+        """``<prefix><method>/<metric>``."""
+        return f"{self.prefix}{method}/{metric}"
+
+    def gain(self, method: str, metric: str) -> str:
+        """``<prefix><method>/<metric>_gain_vs_random``."""
+        return self.score(method, metric + GAIN_SUFFIX)
+
+    def stability(self, method: str) -> str:
+        """``<prefix><method>/stability``."""
+        return self.score(method, STABILITY)
+
+    def agreement(self, first: str, second: str) -> str:
+        """``<prefix>agreement/<first>_vs_<second>``."""
+        return f"{self.prefix}{AGREEMENT}/{first}_vs_{second}"
+
+    def skipped(self, method: str) -> str:
+        """``<prefix><method>/skipped_samples``."""
+        return self.score(method, SKIPPED)
+
+    def parse(self, key: str) -> ParsedKey | None:
+        """The meaning of a scalar key, or None for a key that is not one of this prefix's scalars.
+
+        Agreement pairs are split at the first ``_vs_`` (method names are snake_case registry names).
+        """
+        if not key.startswith(self.prefix):
+            return None
+        method, slash, rest = key[len(self.prefix) :].partition("/")
+        if not slash or not method or not rest or "/" in rest:
+            return None
+        if method == AGREEMENT:
+            first, vs, second = rest.partition("_vs_")
+            return ParsedKey("agreement", first, second) if vs and first and second else None
+        if rest == STABILITY:
+            return ParsedKey("stability", method, rest)
+        if rest == SKIPPED:
+            return ParsedKey("skipped", method, rest)
+        if rest.endswith(GAIN_SUFFIX):
+            return ParsedKey("gain", method, rest[: -len(GAIN_SUFFIX)])
+        return ParsedKey("score", method, rest)
+
+    def chart(self, key: str) -> tuple[str, str] | None:
+        """``(chart, line)`` of a scalar on a dashboard: one chart per metric with a line per method.
+
+        Agreement pairs get a chart each (line ``"agreement"``); None for keys that are not this prefix's.
+
+        Example:
+            >>> keys = LogKeys()
+            >>> keys.chart("xai/grad_sam/deletion_auc"), keys.chart("xai/agreement/grad_sam_vs_random")
+            (('deletion_auc', 'grad_sam'), ('grad_sam_vs_random', 'agreement'))
+        """
+        parsed = self.parse(key)
+        if parsed is None:
+            return None
+        if parsed.kind == "agreement":
+            return f"{parsed.method}_vs_{parsed.metric}", AGREEMENT
+        if parsed.kind == "gain":
+            return parsed.metric + GAIN_SUFFIX, parsed.method
+        return parsed.metric, parsed.method
+
+    # ------------------------------------------------------------------------------------------- media
+
+    def heatmap(self, method: str | None, sample: int) -> str:
+        """``<prefix><method>/heatmap/sample_NN`` (``method=None``: the comparison grid of every method)."""
+        return f"{self.prefix}{method or COMPARE}/heatmap/sample_{sample:02d}"
+
+    def tokens(self, method: str, sample: int) -> str:
+        """``<prefix><method>/tokens/sample_NN``: a token heatmap as HTML."""
+        return f"{self.prefix}{method}/tokens/sample_{sample:02d}"
+
+    def relevance(self, method: str) -> str:
+        """``<prefix><method>/relevance``: histogram of the probe set's relevance."""
+        return f"{self.prefix}{method}/relevance"
+
+    def probe_table(self) -> str:
+        """``<prefix>probe_samples``."""
+        return f"{self.prefix}probe_samples"
+
+
+# ------------------------------------------------------------------------------------------------ files
+
+
+def safe_name(name: str) -> str:
+    """A file-system-safe version of a method name.
+
+    Example:
+        >>> safe_name("grad sam/v2")
+        'grad_sam_v2'
+    """
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("_") or "_"
+
+
+def sample_file(sample: int, ext: str) -> str:
+    """``sample_NN.<ext>``."""
+    return f"sample_{sample:02d}.{ext}"
+
+
+def heatmap_path(root: str | Path, epoch: int, method: str | None, sample: int, ext: str = "png") -> Path:
+    """``<root>/epoch_NNN/<method>/sample_NN.<ext>`` (``method=None``: the comparison grid).
+
+    Example:
+        >>> heatmap_path("xai", 3, "grad_sam", 1).as_posix()
+        'xai/epoch_003/grad_sam/sample_01.png'
+    """
+    return Path(root) / f"epoch_{epoch:03d}" / safe_name(method or COMPARE) / sample_file(sample, ext)
+
+
+def evolution_path(root: str | Path, method: str | None, sample: int) -> Path:
+    """``<root>/evolution/<method>/sample_NN.png``: one sample's heatmaps of every epoch."""
+    return Path(root) / "evolution" / safe_name(method or COMPARE) / sample_file(sample, "png")
+
+
+def epoch_heatmaps(root: str | Path, method: str | None, sample: int) -> list[Path]:
+    """Every epoch's PNG of one sample and method under ``root``, oldest first."""
+    pattern = f"epoch_*/{safe_name(method or COMPARE)}/{sample_file(sample, 'png')}"
+    return sorted(Path(root).glob(pattern))

@@ -1,0 +1,289 @@
+"""The engine: explain and score a probe set once, with no Lightning in sight.
+
+:func:`explain_probe_set` is what one scheduled validation of :class:`~lightning_xai.ExplanationMonitor` does and
+what ``lightning-xai explain`` does over a whole split: the probe set is explained in chunks (bounded by
+``batch_size`` rows and ``token_budget`` rows x tokens^2, halved on out-of-memory and retried), every chunk's maps
+are scored by the :class:`~lightning_xai.scoring.Scoreboard`, the first ``num_heatmaps`` samples are kept for the
+dashboards, and the result is one :class:`EpochResult`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+from torchmetrics import Metric
+
+from lightning_xai._runtime import ErrorPolicy, is_out_of_memory
+from lightning_xai.capture import eval_mode
+from lightning_xai.errors import LightningXAIError, UnsupportedMethodError
+from lightning_xai.explainers import Explainer
+from lightning_xai.explanation_pass import Target, explain
+from lightning_xai.families import ModelFamily
+from lightning_xai.metrics import ScoringContext
+from lightning_xai.modalities import Modality, select
+from lightning_xai.probe import ProbeData
+from lightning_xai.records import ProbeSample
+from lightning_xai.scoring import Scoreboard, Skipped, metric_name
+from lightning_xai.types import Explanation, ModelInputs, logits_of
+
+#: Default bound on ``rows x tokens^2`` of one explanation chunk (32 rows of 128 tokens; 2 rows of 512).
+DEFAULT_TOKEN_BUDGET = 32 * 128 * 128
+
+
+@dataclass
+class EpochResult:
+    """What explaining a probe set produced.
+
+    Attributes:
+        values: logged key -> scalar (reduced over processes under DDP; NaN where nothing was scored).
+        higher_is_better: logged key -> direction.
+        samples: the first ``num_heatmaps`` probe samples with every method's map (dashboards).
+        relevance: method -> every content-token relevance of the probe set (histograms).
+        maps: method -> its maps of the whole probe set on the CPU (the next validation's stability reference).
+        skipped: ``method`` or ``method/metric`` -> probe samples lost to errors.
+    """
+
+    values: dict[str, Tensor] = field(default_factory=dict)
+    higher_is_better: dict[str, bool] = field(default_factory=dict)
+    samples: list[ProbeSample] = field(default_factory=list)
+    relevance: dict[str, np.ndarray] = field(default_factory=dict)
+    maps: dict[str, Explanation] = field(default_factory=dict)
+    skipped: Skipped = field(default_factory=dict)
+
+
+def validate_methods(
+    explainers: Sequence[Explainer], metrics: Sequence[Metric]
+) -> tuple[list[Explainer], list[Metric]]:
+    """The explainers and metrics as lists, after checking them (errors that say what to pass instead).
+
+    Example:
+        >>> from lightning_xai.explainers import GradSAM
+        >>> validate_methods([GradSAM(), GradSAM()], [])
+        Traceback (most recent call last):
+        ...
+        ValueError: explainer names must be unique; got ['grad_sam', 'grad_sam']
+    """
+    explainers, metrics = list(explainers), list(metrics)
+    if not explainers:
+        raise ValueError("explainers must name at least one explainer, e.g. [GradSAM()]")
+    for explainer in explainers:
+        if not isinstance(explainer, Explainer):
+            raise TypeError(f"explainers must be lightning_xai Explainer instances; got {type(explainer).__name__}")
+    for metric in metrics:
+        if not isinstance(metric, Metric):
+            raise TypeError(f"metrics must be torchmetrics Metric instances; got {type(metric).__name__}")
+        if "reference" in getattr(metric, "requires", ()):
+            raise ValueError(
+                f"{type(metric).__name__} compares two maps: the engine already scores stability, agreement "
+                "between methods and gains over a Random explainer; pass metrics that score one map."
+            )
+    names = [e.name for e in explainers]
+    if len(set(names)) != len(names):
+        raise ValueError(f"explainer names must be unique; got {names}")
+    return explainers, metrics
+
+
+def runnable(
+    family: ModelFamily,
+    modality: Modality,
+    explainers: Sequence[Explainer],
+    metrics: Sequence[Metric],
+    policy: ErrorPolicy,
+) -> tuple[list[Explainer], list[Metric]]:
+    """The explainers the family can serve and the metrics the modality allows; the others are refused.
+
+    A refusal names the method, the family (or modality), the reason and what to do. With ``on_error="raise"``,
+    or when no explainer is left, it is an :class:`~lightning_xai.errors.UnsupportedMethodError`; otherwise each
+    refusal is warned once and the other methods run.
+    """
+    refusals = {e.name: family.refusal(e.name, e.requirements()) for e in explainers}
+    for metric in metrics:
+        check = getattr(metric, "check", None)
+        if callable(check):
+            try:
+                check(modality)
+            except LightningXAIError as error:
+                refusals[metric_name(metric)] = str(error)
+    refused = {name: reason for name, reason in refusals.items() if reason is not None}
+    active = [e for e in explainers if e.name not in refused]
+    if refused and (policy.on_error == "raise" or not active):
+        raise UnsupportedMethodError(f"{policy.owner}: " + "\n".join(refused.values()))
+    for name, reason in refused.items():
+        policy.warn_once(f"refused {name}", f"{name!r} is refused at setup and will not run: {reason}")
+    return active, [m for m in metrics if metric_name(m) not in refused]
+
+
+def label_names(model: nn.Module) -> dict[int, str]:
+    """Class index -> name from ``model.config.id2label`` (empty when the model has none)."""
+    id2label = getattr(getattr(model, "config", None), "id2label", None) or {}
+    return {int(k): str(v) for k, v in id2label.items()}
+
+
+def explain_probe_set(
+    model: nn.Module,
+    probe: ProbeData,
+    explainers: Sequence[Explainer],
+    scoreboard: Scoreboard,
+    *,
+    family: ModelFamily,
+    modality: Modality,
+    device: torch.device | str = "cpu",
+    target: Target = "predicted",
+    batch_size: int = 32,
+    token_budget: int = DEFAULT_TOKEN_BUDGET,
+    num_heatmaps: int = 0,
+    keep_samples: bool = True,
+    previous_maps: Mapping[str, Explanation] | None = None,
+    policy: ErrorPolicy | None = None,
+    distributed: bool = False,
+    on_chunk: Callable[[int], None] | None = None,
+) -> EpochResult:
+    """Explain ``probe`` with every explainer, score every map, and compute the scoreboard.
+
+    Args:
+        model: the model (a registered family's).
+        probe: the collated probe set (CPU; each chunk is moved to ``device``).
+        explainers: the methods.
+        scoreboard: metric states (updated, computed and reset here).
+        family: the model's family.
+        modality: the inputs' token bookkeeping.
+        device: where the chunks run.
+        target: class to explain: ``"predicted"``, ``"label"`` or a class index.
+        batch_size: most probe samples per explanation pass.
+        token_budget: most ``rows x tokens^2`` per explanation pass (attention memory grows with it).
+        num_heatmaps: how many of the first probe samples are kept for dashboards.
+        keep_samples: keep dashboard samples and relevance histograms (False on ranks other than zero).
+        previous_maps: the previous validation's maps of the same probe set (stability), when there is one.
+        policy: what a failure does (default: warn once and go on).
+        distributed: whether every process runs this too (then every metric is computed on every rank).
+        on_chunk: called with the number of probe samples done after each chunk (a progress bar).
+
+    Returns:
+        The :class:`EpochResult`.
+    """
+    policy = policy if policy is not None else ErrorPolicy()
+    device = torch.device(device)
+    scoreboard.to(device)
+    result = EpochResult()
+    names = label_names(model)
+    collected: dict[str, list[Explanation]] = {}
+    relevance: dict[str, list[np.ndarray]] = {}
+    total = len(probe)
+    width = modality.num_tokens(probe.inputs) if total else 1
+    start, size = 0, max(1, min(batch_size, token_budget // (width * width)))
+
+    def forward(inputs: ModelInputs) -> Tensor:
+        return logits_of(model(**inputs))
+
+    while start < total:
+        rows = slice(start, min(start + size, total))
+        count = rows.stop - rows.start
+        chunk = {k: v.to(device) for k, v in select(probe.inputs, rows).items()}
+        labels = None if probe.labels is None else probe.labels[rows].to(device)
+        rationale = None if probe.rationale is None else probe.rationale[rows].to(device)
+        errors: dict[str, BaseException] = {}
+        try:
+            maps = explain(model, chunk, explainers, modality=modality, target=target, labels=labels, family=family,
+                           errors=errors)
+            oom = next((e for e in errors.values() if is_out_of_memory(e)), None)
+            if oom is not None:
+                raise oom
+        except Exception as error:
+            if is_out_of_memory(error) and size > 1:  # halve the chunk and retry the same rows
+                size = max(1, size // 2)
+                policy.warn_once("oom", f"out of memory explaining {count} samples at once; retrying with chunks "
+                                 f"of {size}")
+                continue
+            policy.handle("the explanation forward", error)  # every method loses this chunk
+            _count(result.skipped, [e.name for e in explainers], count)
+            start = rows.stop
+            continue
+        for name, error in errors.items():
+            policy.handle(f"explainer {name!r}", error)
+            _count(result.skipped, [name], count)
+        with eval_mode(model), torch.no_grad():
+            context = ScoringContext(forward=forward, inputs=chunk, modality=modality, rationale=rationale)
+            scoreboard.update(maps, context, result.skipped)
+        for name, explanation in maps.items():
+            collected.setdefault(name, []).append(explanation.to("cpu"))
+        if keep_samples and maps:
+            for name, explanation in maps.items():
+                relevance.setdefault(name, []).append(explanation.relevance[explanation.content_mask].cpu().numpy())
+            result.samples.extend(_probe_samples(start, chunk, labels, maps, modality, names, num_heatmaps))
+        start = rows.stop
+        if on_chunk is not None:
+            on_chunk(count)
+
+    result.maps = {name: _concatenate(parts) for name, parts in collected.items()}
+    scoreboard.update_stability(result.maps, previous_maps or {})
+    result.values, result.higher_is_better = scoreboard.compute(distributed)
+    result.relevance = {name: np.concatenate(parts) for name, parts in relevance.items()}
+    return result
+
+
+def maps_state(maps: Mapping[str, Explanation]) -> dict[str, tuple[Tensor, Tensor]]:
+    """Maps as kept in a checkpoint: method -> (relevance ``[P, N]``, content mask ``[P, N]``)."""
+    return {name: (e.relevance.clone(), e.content_mask.clone()) for name, e in maps.items()}
+
+
+def maps_from_state(state: Mapping[str, tuple[Tensor, Tensor]]) -> dict[str, Explanation]:
+    """The inverse of :func:`maps_state` (targets are not kept: stability compares the maps only)."""
+    return {
+        name: Explanation(name, relevance, content, torch.zeros_like(content),
+                          torch.zeros(relevance.shape[0], dtype=torch.long))
+        for name, (relevance, content) in state.items()
+    }
+
+
+def _count(skipped: Skipped, names: list[str], rows: int) -> None:
+    for name in names:
+        skipped[name] = skipped.get(name, 0) + rows
+
+
+def _concatenate(parts: list[Explanation]) -> Explanation:
+    """One explanation of the whole probe set from its chunks' (the logits are dropped)."""
+    first = parts[0]
+    return Explanation(
+        first.method,
+        torch.cat([p.relevance for p in parts]),
+        torch.cat([p.valid_mask for p in parts]),
+        torch.cat([p.special_mask for p in parts]),
+        torch.cat([p.target for p in parts]),
+        first.signed,
+    )
+
+
+def _probe_samples(
+    start: int,
+    chunk: ModelInputs,
+    labels: Tensor | None,
+    maps: dict[str, Explanation],
+    modality: Modality,
+    names: dict[int, str],
+    num_heatmaps: int,
+) -> list[ProbeSample]:
+    """Dashboard view of the chunk's rows that are among the first ``num_heatmaps`` probe samples."""
+    first = next(iter(maps.values()))
+    count = max(0, min(num_heatmaps - start, first.relevance.shape[0]))
+    samples = []
+    for i in range(count):
+        probs = None if first.logits is None else first.logits[i].softmax(-1)
+        prediction = None if probs is None else int(probs.argmax())
+        view: dict[str, Any] = modality.sample_view(chunk, i, maps)
+        samples.append(
+            ProbeSample(
+                index=start + i,
+                label=None if labels is None else names.get(int(labels[i]), str(int(labels[i]))),
+                prediction=None if prediction is None else names.get(prediction, str(prediction)),
+                probability=None if probs is None or prediction is None else float(probs[prediction]),
+                explained=names.get(int(first.target[i]), str(int(first.target[i]))),
+                signed={name: e.signed for name, e in maps.items()},
+                **view,
+            )
+        )
+    return samples
