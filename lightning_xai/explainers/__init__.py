@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from lightning_xai._registry import Registry
 from lightning_xai.explainers.attention import RawAttention, Rollout, raw_attention, rollout
 from lightning_xai.explainers.attention_shapley import AttentionShapley, attention_shapley
 from lightning_xai.explainers.base import Explainer, ForwardPass
@@ -25,28 +26,22 @@ from lightning_xai.explainers.legrad import LeGrad, legrad
 from lightning_xai.explainers.lrp import AttnLRP, ConservativeLRP, attn_lrp, cp_lrp
 from lightning_xai.explainers.random import Random
 
-_REGISTRY: dict[str, type[Explainer]] = {}
+_REGISTRY: Registry[type[Explainer]] = Registry("explainer")
 
 
 def register_explainer(cls: type[Explainer]) -> type[Explainer]:
     """Register an explainer class under ``cls.name`` (usable as a class decorator)."""
-    existing = _REGISTRY.get(cls.name)
-    if existing is not None and existing is not cls:
-        raise ValueError(f"An explainer named {cls.name!r} is already registered ({existing.__qualname__})")
-    _REGISTRY[cls.name] = cls
-    return cls
+    return _REGISTRY.register(cls)
 
 
 def list_explainers() -> dict[str, frozenset[str]]:
-    """Registered explainer names mapped to what each needs from the forward pass."""
-    return {name: cls.needs for name, cls in sorted(_REGISTRY.items())}
+    """Registered explainer names mapped to what each needs from the model's family and forward pass."""
+    return {name: cls.needs for name, cls in sorted(_REGISTRY.items().items())}
 
 
 def get_explainer(name: str, **kwargs: Any) -> Explainer:
     """Instantiate a registered explainer by name; unknown names raise with the valid ones listed."""
-    if name not in _REGISTRY:
-        raise ValueError(f"Unknown explainer {name!r}. Registered explainers: {', '.join(sorted(_REGISTRY))}")
-    return _REGISTRY[name](**kwargs)
+    return _REGISTRY.get(name)(**kwargs)
 
 
 register_explainer(GradSAM)

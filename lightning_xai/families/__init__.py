@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from torch import nn
 
+from lightning_xai._registry import Registry
 from lightning_xai.errors import UnsupportedModelError
 from lightning_xai.families.base import CAPABILITIES, ENCODER_LRP_RULES, LRPRule, ModelFamily
 from lightning_xai.families.bert import BertFamily
@@ -18,21 +19,17 @@ from lightning_xai.families.encoders import TextEncoderFamily, VisionEncoderFami
 from lightning_xai.families.roberta import RobertaFamily
 from lightning_xai.families.vit import ViTFamily
 
-_FAMILIES: dict[str, type[ModelFamily]] = {}
+_FAMILIES: Registry[type[ModelFamily]] = Registry("model family", "model families")
 
 
 def register_family(cls: type[ModelFamily]) -> type[ModelFamily]:
     """Register a family class under ``cls.name`` (usable as a class decorator); earlier ones are tried first."""
-    existing = _FAMILIES.get(cls.name)
-    if existing is not None and existing is not cls:
-        raise ValueError(f"A model family named {cls.name!r} is already registered ({existing.__qualname__})")
-    _FAMILIES[cls.name] = cls
-    return cls
+    return _FAMILIES.register(cls)
 
 
 def list_families() -> dict[str, type[ModelFamily]]:
     """Registered families by name, in resolution order."""
-    return dict(_FAMILIES)
+    return _FAMILIES.items()
 
 
 def resolve_family(model: nn.Module) -> ModelFamily:
@@ -44,7 +41,7 @@ def resolve_family(model: nn.Module) -> ModelFamily:
         Traceback (most recent call last):
         lightning_xai.errors.UnsupportedModelError: ...
     """
-    for cls in _FAMILIES.values():
+    for cls in _FAMILIES.items().values():
         if cls.matches(model):
             family = cls(model)
             if not family.capture_class.supports(model):
@@ -54,7 +51,7 @@ def resolve_family(model: nn.Module) -> ModelFamily:
                     "whose attention goes through the AttentionInterface (`model.set_attn_implementation` must work)."
                 )
             return family
-    families = "\n  - ".join(f"{cls.name}: {cls.examples}" for cls in _FAMILIES.values())
+    families = "\n  - ".join(f"{cls.name}: {cls.examples}" for cls in _FAMILIES.items().values())
     raise UnsupportedModelError(
         f"lightning_xai has no model family for a {type(model).__module__}.{type(model).__qualname__}.\n"
         f"Supported model families:\n  - {families}\n"

@@ -87,7 +87,8 @@ ENCODER_LRP_RULES: Mapping[type[nn.Module], LRPRule] = MappingProxyType(
 class ModelFamily(ABC):
     """One transformer family, bound to one model instance.
 
-    Subclasses set the class attributes, implement :meth:`matches`, :meth:`read_out` and :meth:`build_modality`,
+    Subclasses set the class attributes (:attr:`model_classes` among them), implement :meth:`read_out` and
+    :meth:`build_modality`,
     and override the other methods where the family differs from an encoder with a ``[CLS]`` token at row 0.
 
     Args:
@@ -96,6 +97,8 @@ class ModelFamily(ABC):
 
     #: Registry name, used in messages (``"bert"``).
     name: ClassVar[str]
+    #: The model classes (task heads) the family describes; subclasses match too (see :meth:`matches`).
+    model_classes: ClassVar[tuple[type[nn.Module], ...]] = ()
     #: Model classes the family covers, listed in "unsupported model" errors.
     examples: ClassVar[str]
     #: ``"text"`` or ``"vision"``.
@@ -116,9 +119,9 @@ class ModelFamily(ABC):
     # ---------------------------------------------------------------------------------------------- identification
 
     @classmethod
-    @abstractmethod
     def matches(cls, model: nn.Module) -> bool:
-        """True when this family describes ``model`` (checked against the model's class hierarchy)."""
+        """True when this family describes ``model``: an instance of one of :attr:`model_classes`."""
+        return isinstance(model, cls.model_classes)
 
     # ---------------------------------------------------------------------------------------------- forward pass
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from torch import Tensor, nn
+from torch import Tensor
 from transformers import BertForSequenceClassification
 
 from lightning_xai.families._readout import token_at
@@ -24,11 +24,7 @@ class BertFamily(TextEncoderFamily):
 
     name = "bert"
     examples = "BertForSequenceClassification (BERT, MiniLM)"
-
-    @classmethod
-    def matches(cls, model: nn.Module) -> bool:
-        """BERT sequence classifiers and their subclasses."""
-        return isinstance(model, BertForSequenceClassification)
+    model_classes = (BertForSequenceClassification,)
 
     def missing_capabilities(self) -> dict[str, str]:
         """A BERT built without its pooler (``add_pooling_layer=False``) has no head to read layers out through."""

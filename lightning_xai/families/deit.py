@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from torch import Tensor, nn
+from torch import Tensor
 from transformers import DeiTForImageClassification, DeiTForImageClassificationWithTeacher
 
 from lightning_xai.families._readout import token_at
@@ -14,12 +14,8 @@ class DeiTFamily(VisionEncoderFamily):
 
     name = "deit"
     examples = "DeiTForImageClassification"
+    model_classes = (DeiTForImageClassification,)
     num_prefix_tokens = 2
-
-    @classmethod
-    def matches(cls, model: nn.Module) -> bool:
-        """DeiT image classifiers and their subclasses."""
-        return isinstance(model, DeiTForImageClassification)
 
     def read_out(self, hidden: Tensor, rows: Tensor) -> Tensor:
         """``classifier(layernorm(h[CLS]))``."""
@@ -34,11 +30,7 @@ class DeiTWithTeacherFamily(DeiTFamily):
 
     name = "deit_with_teacher"
     examples = "DeiTForImageClassificationWithTeacher"
-
-    @classmethod
-    def matches(cls, model: nn.Module) -> bool:
-        """DeiT classifiers with the distillation head."""
-        return isinstance(model, DeiTForImageClassificationWithTeacher)
+    model_classes = (DeiTForImageClassificationWithTeacher,)
 
     def read_out(self, hidden: Tensor, rows: Tensor) -> Tensor:
         """``(cls_classifier(ln(h[CLS])) + distillation_classifier(ln(h[CLS + 1]))) / 2``."""

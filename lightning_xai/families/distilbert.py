@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 from transformers import DistilBertForSequenceClassification
 
 from lightning_xai.families._readout import token_at
@@ -15,11 +15,7 @@ class DistilBertFamily(TextEncoderFamily):
 
     name = "distilbert"
     examples = "DistilBertForSequenceClassification"
-
-    @classmethod
-    def matches(cls, model: nn.Module) -> bool:
-        """DistilBERT sequence classifiers and their subclasses."""
-        return isinstance(model, DistilBertForSequenceClassification)
+    model_classes = (DistilBertForSequenceClassification,)
 
     def read_out(self, hidden: Tensor, rows: Tensor) -> Tensor:
         """``classifier(relu(pre_classifier(h[CLS])))``."""

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 from transformers import RobertaForSequenceClassification
 
 from lightning_xai.families._readout import token_at
@@ -19,11 +19,7 @@ class RobertaFamily(TextEncoderFamily):
 
     name = "roberta"
     examples = "RobertaForSequenceClassification"
-
-    @classmethod
-    def matches(cls, model: nn.Module) -> bool:
-        """RoBERTa sequence classifiers and their subclasses."""
-        return isinstance(model, RobertaForSequenceClassification)
+    model_classes = (RobertaForSequenceClassification,)
 
     def read_out(self, hidden: Tensor, rows: Tensor) -> Tensor:
         """``out_proj(tanh(dense(h[<s>])))``."""

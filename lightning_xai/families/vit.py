@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from torch import Tensor, nn
+from torch import Tensor
 from transformers import ViTForImageClassification
 
 from lightning_xai.families._readout import token_at
@@ -14,12 +14,8 @@ class ViTFamily(VisionEncoderFamily):
 
     name = "vit"
     examples = "ViTForImageClassification"
+    model_classes = (ViTForImageClassification,)
     num_prefix_tokens = 1
-
-    @classmethod
-    def matches(cls, model: nn.Module) -> bool:
-        """ViT image classifiers and their subclasses."""
-        return isinstance(model, ViTForImageClassification)
 
     def read_out(self, hidden: Tensor, rows: Tensor) -> Tensor:
         """``classifier(layernorm(h[CLS]))``."""

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from lightning_xai._registry import Registry
 from lightning_xai.metrics._base import (
     ExplanationMetric,
     PerturbationMetric,
@@ -49,7 +50,7 @@ from lightning_xai.metrics.loo import LeaveOneOutTau, kendall_tau, leave_one_out
 from lightning_xai.metrics.plausibility import Plausibility, auprc, plausibility, token_f1, token_iou
 from lightning_xai.metrics.road import ROAD, road
 
-_REGISTRY: dict[str, type[ExplanationMetric]] = {}
+_REGISTRY: Registry[type[ExplanationMetric]] = Registry("metric")
 
 
 def register_metric(
@@ -62,21 +63,12 @@ def register_metric(
     Raises:
         ValueError: When a name is taken by another class, or the class has no plain ``name``.
     """
-    key = name if name is not None else getattr(cls, "name", None)  # a property object is not a str
-    if not isinstance(key, str):
-        raise ValueError(f"{cls.__qualname__}.name depends on its configuration: register it with name=...")
-    for entry in (key, *aliases):
-        existing = _REGISTRY.get(entry)
-        if existing is not None and existing is not cls:
-            raise ValueError(f"A metric named {entry!r} is already registered ({existing.__qualname__})")
-    for entry in (key, *aliases):
-        _REGISTRY[entry] = cls
-    return cls
+    return _REGISTRY.register(cls, name, aliases)
 
 
 def list_metrics() -> dict[str, type[ExplanationMetric]]:
     """Registered metric names (aliases included) mapped to their classes."""
-    return dict(sorted(_REGISTRY.items()))
+    return dict(sorted(_REGISTRY.items().items()))
 
 
 def get_metric(name: str, **kwargs: Any) -> ExplanationMetric:
@@ -88,9 +80,7 @@ def get_metric(name: str, **kwargs: Any) -> ExplanationMetric:
         ...
         ValueError: Unknown metric 'deletion'. Registered metrics: agreement, aopc_comprehensiveness, ...
     """
-    if name not in _REGISTRY:
-        raise ValueError(f"Unknown metric {name!r}. Registered metrics: {', '.join(sorted(_REGISTRY))}")
-    return _REGISTRY[name](**kwargs)
+    return _REGISTRY.get(name)(**kwargs)
 
 
 register_metric(DeletionAUC)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, ClassVar
 
 from lightning_xai.records import EpochReport, Heatmap, ProbeSample
 
@@ -29,10 +29,13 @@ class Sink(ABC):
     instances a run gets (default: one per logger that :meth:`accepts`).
     """
 
+    #: Class name of the Lightning logger this sink writes to (matched in both Lightning packages).
+    logger_class: ClassVar[str | None] = None
+
     @classmethod
-    @abstractmethod
     def accepts(cls, logger: Any) -> bool:
-        """True when this sink can write to ``logger``."""
+        """True when this sink can write to ``logger`` (default: ``logger_class`` is in the logger's MRO)."""
+        return cls.logger_class is not None and cls.logger_class in logger_class_names(logger)
 
     @classmethod
     def for_run(cls, loggers: Iterable[Any], files_dir: str | None = None) -> list[Sink]:

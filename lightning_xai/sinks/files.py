@@ -54,11 +54,6 @@ class FilesSink(Sink):
         self.directory = Path(directory)
 
     @classmethod
-    def accepts(cls, logger: Any) -> bool:
-        """Not chosen per logger: one files sink per run, see :meth:`for_run`."""
-        return False
-
-    @classmethod
     def for_run(cls, loggers: Iterable[Any], files_dir: str | None = None) -> list[Sink]:
         """One files sink writing to ``files_dir`` when files are on (``files_dir`` given), else none."""
         return [] if files_dir is None else [cls(files_dir)]

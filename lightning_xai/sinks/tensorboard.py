@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from lightning_xai.keys import LogKeys
-from lightning_xai.sinks.base import EpochReport, Sink, logger_class_names
+from lightning_xai.sinks.base import EpochReport, Sink
 
 
 def custom_scalars_layout(keys: list[str], prefix: str) -> dict[str, dict[str, list[Any]]]:
@@ -30,16 +30,14 @@ def custom_scalars_layout(keys: list[str], prefix: str) -> dict[str, dict[str, l
 
 
 class TensorBoardSink(Sink):
-    """Writes to a Lightning ``TensorBoardLogger``'s ``SummaryWriter``."""
+    """Writes to a Lightning ``TensorBoardLogger``'s ``SummaryWriter`` (either package)."""
+
+    logger_class = "TensorBoardLogger"
 
     def __init__(self, logger: Any) -> None:
         super().__init__(logger)
         self._layout_keys: set[str] = set()
 
-    @classmethod
-    def accepts(cls, logger: Any) -> bool:
-        """Lightning's ``TensorBoardLogger`` (either package)."""
-        return "TensorBoardLogger" in logger_class_names(logger)
 
     def log_epoch(self, report: EpochReport) -> None:
         """Images, histograms, and the custom-scalars layout (re-registered only when new keys appear)."""

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from lightning_xai.sinks.base import EpochReport, ProbeSample, Sink, logger_class_names
+from lightning_xai.sinks.base import EpochReport, ProbeSample, Sink
 
 
 def top_tokens(sample: ProbeSample, method: str, k: int = 5) -> str:
@@ -24,16 +24,14 @@ def top_tokens(sample: ProbeSample, method: str, k: int = 5) -> str:
 
 
 class WandbSink(Sink):
-    """Writes to a Lightning ``WandbLogger`` (works offline: ``WANDB_MODE=offline``)."""
+    """Writes to a Lightning ``WandbLogger`` of either package (works offline: ``WANDB_MODE=offline``)."""
+
+    logger_class = "WandbLogger"
 
     def __init__(self, logger: Any) -> None:
         super().__init__(logger)
         self._defined: set[str] = set()
 
-    @classmethod
-    def accepts(cls, logger: Any) -> bool:
-        """Lightning's ``WandbLogger`` (either package)."""
-        return "WandbLogger" in logger_class_names(logger)
 
     def log_epoch(self, report: EpochReport) -> None:
         """Images, HTML heatmaps and the probe table in one ``log`` call at the trainer's global step."""
