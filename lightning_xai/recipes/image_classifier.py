@@ -17,10 +17,10 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from lightning.pytorch import LightningModule
 from torch import nn
 
-from lightning_xai.recipes._optim import SCHEDULES, adamw_with_schedule, log_classification_step
+from lightning_xai.recipes._classifier import ClassifierModule
+from lightning_xai.recipes._optim import SCHEDULES, log_classification_step
 
 __all__ = ["ImageClassifier"]
 
@@ -38,7 +38,7 @@ _SCRATCH_ARGS = (
 )
 
 
-class ImageClassifier(LightningModule):
+class ImageClassifier(ClassifierModule):
     """Train a ViT/DeiT image classifier on ``{"pixel_values": [B,3,H,W], "labels": [B]}`` batches.
 
     With ``model_name_or_path`` the model is loaded with ``AutoModelForImageClassification.from_pretrained``
@@ -149,18 +149,6 @@ class ImageClassifier(LightningModule):
             architectures=["ViTForImageClassification" if hp.architecture == "vit" else "DeiTForImageClassification"],
         )
 
-    def _set_label_names(self, names: list[str]) -> None:
-        self.label_names = list(names)
-        self.model.config.id2label = dict(enumerate(self.label_names))
-        self.model.config.label2id = {name: i for i, name in enumerate(self.label_names)}
-
-    def setup(self, stage: str) -> None:
-        """Adopt the data module's ``label_names`` when none were given."""
-        datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
-        names = getattr(datamodule, "label_names", None)
-        if self.label_names is None and names is not None and len(names) == self.hparams.num_labels:
-            self._set_label_names(list(names))
-
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """Return the classification logits ``[B, num_labels]``."""
         return self.model(pixel_values=pixel_values).logits
@@ -172,27 +160,3 @@ class ImageClassifier(LightningModule):
         loss = nn.functional.cross_entropy(logits, labels, label_smoothing=smoothing)
         log_classification_step(self, prefix, logits, labels, loss)
         return loss
-
-    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        """Cross-entropy on one batch; logs ``train/loss`` and ``train/acc`` per step."""
-        return self._shared_step(batch, "train")
-
-    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
-        """Logs epoch-level ``val/loss`` and ``val/acc``."""
-        self._shared_step(batch, "val")
-
-    def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
-        """Logs epoch-level ``test/loss`` and ``test/acc``."""
-        self._shared_step(batch, "test")
-
-    def configure_optimizers(self) -> dict[str, Any]:
-        """AdamW with a per-step linear warmup then the configured decay."""
-        hp = self.hparams
-        return adamw_with_schedule(
-            self.model,
-            hp.learning_rate,
-            hp.weight_decay,
-            hp.warmup_ratio,
-            self.trainer.estimated_stepping_batches,
-            hp.schedule,
-        )

@@ -25,8 +25,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from lightning_xai.recipes.text_data import _Encoded
-from lightning_xai.recipes.text_files import TextClassificationDataModule
+from lightning_xai.recipes.data.text import EncodedDataset, TextClassificationDataModule
 
 __all__ = [
     "NEGATIVE_WORDS",
@@ -195,10 +194,10 @@ class ShortcutDataModule(TextClassificationDataModule):
             self.labels[split] = [e.label for e in examples]
             self._datasets[split] = self.encode_examples(examples)
 
-    def encode_examples(self, examples: list[ShortcutExample]) -> _Encoded:
+    def encode_examples(self, examples: list[ShortcutExample]) -> EncodedDataset:
         """Tokenize pre-split words; ``rationale_mask`` marks every word piece of a rationale word."""
         if not examples:
-            return _Encoded([])
+            return EncodedDataset([])
         enc = self.tokenizer(
             [list(e.words) for e in examples],
             is_split_into_words=True,
@@ -206,10 +205,8 @@ class ShortcutDataModule(TextClassificationDataModule):
             max_length=self.max_length,
             padding=False,
         )
-        keys = [k for k in ("input_ids", "attention_mask", "token_type_ids") if k in enc]
-        out = []
-        for i, example in enumerate(examples):
-            word_ids = enc.word_ids(i)
-            mask = [int(w is not None and example.rationale[w]) for w in word_ids]
-            out.append({**{k: enc[k][i] for k in keys}, "rationale_mask": mask, "labels": example.label})
-        return _Encoded(out)
+        masks = [
+            {"rationale_mask": [int(w is not None and example.rationale[w]) for w in enc.word_ids(i)]}
+            for i, example in enumerate(examples)
+        ]
+        return EncodedDataset.from_encoding(enc, [e.label for e in examples], extra=masks)

@@ -15,19 +15,18 @@ Example::
 from __future__ import annotations
 
 import inspect
-from typing import Any
 
 import torch
-from lightning.pytorch import LightningModule
 from torch import nn
 
-from lightning_xai.recipes._optim import SCHEDULES, adamw_with_schedule, log_classification_step
+from lightning_xai.recipes._classifier import ClassifierModule
+from lightning_xai.recipes._optim import SCHEDULES, log_classification_step
 from lightning_xai.recipes.bundled import minilm_path
 
 __all__ = ["TextClassifier"]
 
 
-class TextClassifier(LightningModule):
+class TextClassifier(ClassifierModule):
     """Fine-tune a Hugging Face encoder for sequence classification.
 
     Batches are dicts of model inputs plus ``labels`` (as produced by
@@ -84,19 +83,6 @@ class TextClassifier(LightningModule):
         if label_names is not None:
             self._set_label_names(label_names)
 
-    def _set_label_names(self, names: list[str]) -> None:
-        self.label_names = list(names)
-        # Keep the HF config in sync so a saved model carries readable labels.
-        self.model.config.id2label = dict(enumerate(self.label_names))
-        self.model.config.label2id = {name: i for i, name in enumerate(self.label_names)}
-
-    def setup(self, stage: str) -> None:
-        """Adopt the data module's ``label_names`` when none were given."""
-        datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
-        names = getattr(datamodule, "label_names", None)
-        if self.label_names is None and names is not None and len(names) == self.hparams.num_labels:
-            self._set_label_names(list(names))
-
     def forward(self, **inputs: torch.Tensor) -> torch.Tensor:
         """Return the classification logits ``[B, num_labels]`` for model inputs (``input_ids``, ...)."""
         return self.model(**inputs).logits
@@ -109,29 +95,6 @@ class TextClassifier(LightningModule):
         loss = nn.functional.cross_entropy(logits, labels)
         log_classification_step(self, prefix, logits, labels, loss)
         return loss
-
-    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        """Cross-entropy on one batch; logs ``train/loss`` and ``train/acc`` per step."""
-        return self._shared_step(batch, "train")
-
-    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
-        """Logs epoch-level ``val/loss`` and ``val/acc``."""
-        self._shared_step(batch, "val")
-
-    def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
-        """Logs epoch-level ``test/loss`` and ``test/acc``."""
-        self._shared_step(batch, "test")
-
-    def configure_optimizers(self) -> dict[str, Any]:
-        """AdamW (no decay on biases and LayerNorm weights) with a per-step linear warmup then ``schedule`` decay."""
-        return adamw_with_schedule(
-            self.model,
-            self.hparams.learning_rate,
-            self.hparams.weight_decay,
-            self.hparams.warmup_ratio,
-            self.trainer.estimated_stepping_batches,
-            self.hparams.schedule,
-        )
 
 
 def _named_parameters(model: nn.Module) -> frozenset[str]:

@@ -10,17 +10,9 @@ import html
 from collections.abc import Sequence
 
 import numpy as np
-from matplotlib import colormaps
 
-from lightning_xai.viz.text import (
-    _DIVERGING_CMAP,
-    _SEQUENTIAL_TEXT_CMAP,
-    Aggregation,
-    _resolve_vmax,
-    _score_rgb,
-    _text_colour,
-    merge_wordpieces,
-)
+from lightning_xai.viz._canvas import resolve_vmax, score_colormap, score_rgb, text_colour
+from lightning_xai.viz.tokens import Aggregation, merge_wordpieces
 
 __all__ = ["token_heatmap_html"]
 
@@ -66,15 +58,14 @@ def token_heatmap_html(
     if len(tokens) != values.shape[0]:
         raise ValueError(f"{len(tokens)} tokens but {values.shape[0]} scores")
     words, word_scores = merge_wordpieces(tokens, values, aggregation=aggregation) if merge else (list(tokens), values)
-    scale = _resolve_vmax(np.asarray(word_scores, dtype=np.float64), vmax)
-    cmap = colormaps[_DIVERGING_CMAP if signed else _SEQUENTIAL_TEXT_CMAP]
+    scale = resolve_vmax(np.asarray(word_scores, dtype=np.float64), vmax)
+    cmap = score_colormap(signed)
     spans = []
     for word, score in zip(words, word_scores, strict=True):
-        rgb = _score_rgb(cmap, float(score), scale, signed)
-        colour = "#" + "".join(f"{int(c):02x}" for c in rgb)
-        text_colour = _text_colour(rgb)
+        rgb = score_rgb(cmap, float(score), scale, signed)
+        background = "#" + "".join(f"{int(c):02x}" for c in rgb)
         spans.append(
-            f'<span title="{float(score):.4g}" style="background:{colour};color:{text_colour};'
+            f'<span title="{float(score):.4g}" style="background:{background};color:{text_colour(rgb)};'
             f'padding:1px 3px;margin:1px;border-radius:3px;display:inline-block">{html.escape(word)}</span>'
         )
     parts = ['<div style="font-family:DejaVu Sans,Arial,sans-serif;line-height:1.9;max-width:60em">']

@@ -3,32 +3,25 @@
 from __future__ import annotations
 
 import numpy as np
-from matplotlib import colormaps
-from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.cm import ScalarMappable
 from matplotlib.colors import Normalize
-from matplotlib.figure import Figure
-from matplotlib.font_manager import FontProperties
 
-from lightning_xai.viz.text import (
-    _CAPTION_PT,
-    _DIVERGING_CMAP,
-    _DPI,
-    _MARGIN_PX,
-    _RENDER_LOCK,
-    _TITLE_PT,
-    _figure_to_rgb,
-    _font,
-    _pt_to_px,
-    _put_text,
-    _resolve_vmax,
-    _TextMeasurer,
-    _wrap_words,
+from lightning_xai.viz._canvas import (
+    MARGIN_PX,
+    RENDER_LOCK,
+    SEQUENTIAL_IMAGE_CMAP,
+    TextMeasurer,
+    blank_figure,
+    figure_to_rgb,
+    font,
+    layout_header,
+    put_text,
+    resolve_vmax,
+    score_colormap,
 )
 
 __all__ = ["render_image_overlay"]
 
-_SEQUENTIAL_IMAGE_CMAP = "jet"  # the familiar Grad-CAM look; low values stay distinguishable over dark images
 _AXES_LONG_SIDE_PX = 360  # the image is scaled to this size: tiny 8x8 digits become readable, big images fit
 _AXES_MIN_SIDE_PX = 48  # extreme aspect ratios are stretched rather than collapsing to a line
 _MIN_FIGURE_PX = 300  # at least 3 x 3 inches at the fixed 100 dpi
@@ -95,8 +88,8 @@ def render_image_overlay(
     if rel.ndim != 2 or rel.size == 0:
         raise ValueError(f"relevance must be a non-empty 2-D [h, w] array, got shape {np.shape(relevance)}")
     rel = np.where(np.isfinite(rel), rel, 0.0)
-    scale = _resolve_vmax(rel, vmax)
-    with _RENDER_LOCK:
+    scale = resolve_vmax(rel, vmax)
+    with RENDER_LOCK:
         return _draw_overlay(rgb, rel, title, caption, signed, scale, alpha)
 
 
@@ -115,27 +108,15 @@ def _draw_overlay(
     ax_w = max(round(img_w * ratio), _AXES_MIN_SIDE_PX)
     ax_h = max(round(img_h * ratio), _AXES_MIN_SIDE_PX)
     group_w = ax_w + _CBAR_GAP_PX + _CBAR_WIDTH_PX + _CBAR_LABELS_PX
-    width = max(_MIN_FIGURE_PX, group_w + 2 * _MARGIN_PX)
+    width = max(_MIN_FIGURE_PX, group_w + 2 * MARGIN_PX)
 
-    measure = _TextMeasurer(width)
-    header_h = 0
-    header: list[tuple[str, FontProperties, int]] = []  # (text, font, baseline y from the top)
-    for text, pt, weight in ((title, _TITLE_PT, "bold"), (caption, _CAPTION_PT, "normal")):
-        if not text:
-            continue
-        prop = _font(pt, weight=weight)
-        line_h = round(_pt_to_px(pt) * 1.35)
-        for line in _wrap_words(text, lambda s, p=prop: measure.width(s, p), width - 2 * _MARGIN_PX):
-            header.append((line, prop, _MARGIN_PX + header_h + round(line_h * 0.8)))
-            header_h += line_h
-    if header:
-        header_h += 8
-    height = max(_MIN_FIGURE_PX, _MARGIN_PX + header_h + ax_h + _MARGIN_PX)
+    header, header_h = layout_header(title, caption, TextMeasurer(width), width - 2 * MARGIN_PX)
+    height = max(_MIN_FIGURE_PX, MARGIN_PX + header_h + ax_h + MARGIN_PX)
     # Centre the image + colour bar group in whatever room the minimum figure size leaves.
     ax_left = (width - group_w) // 2
-    ax_top = _MARGIN_PX + header_h + (height - (_MARGIN_PX + header_h + ax_h + _MARGIN_PX)) // 2
+    ax_top = MARGIN_PX + header_h + (height - (MARGIN_PX + header_h + ax_h + MARGIN_PX)) // 2
 
-    cmap = colormaps[_DIVERGING_CMAP if signed else _SEQUENTIAL_IMAGE_CMAP]
+    cmap = score_colormap(signed, SEQUENTIAL_IMAGE_CMAP)
     norm = Normalize(vmin=-scale if signed else 0.0, vmax=scale, clip=True)
     # Heat computed at the displayed resolution (at least the image's), so it is smooth without resampling.
     heat = _bilinear_resize(rel, max(ax_h, img_h), max(ax_w, img_w))
@@ -146,8 +127,7 @@ def _draw_overlay(
     else:
         heat_rgba[..., 3] = alpha  # classic CAM look: every value keeps its colour-bar colour
 
-    fig = Figure(figsize=(width / _DPI, height / _DPI), dpi=_DPI, facecolor="white")
-    canvas = FigureCanvasAgg(fig)
+    fig, canvas = blank_figure(width, height)
 
     def frac(left: float, top: float, w: float, h: float) -> list[float]:
         return [left / width, 1.0 - (top + h) / height, w / width, h / height]
@@ -163,12 +143,12 @@ def _draw_overlay(
     cax = fig.add_axes(frac(ax_left + ax_w + _CBAR_GAP_PX, ax_top, _CBAR_WIDTH_PX, ax_h))
     cbar = fig.colorbar(ScalarMappable(norm=norm, cmap=cmap), cax=cax)
     ticks = [-scale, 0.0, scale] if signed else [0.0, scale / 2, scale]
-    cbar.set_ticks(ticks, labels=[f"{t:.3g}" for t in ticks], fontproperties=_font(_TICK_PT))
+    cbar.set_ticks(ticks, labels=[f"{t:.3g}" for t in ticks], fontproperties=font(_TICK_PT))
     cbar.outline.set_linewidth(0.5)
 
     for text, prop, baseline in header:
-        _put_text(fig, text, _MARGIN_PX, baseline, prop)
-    return _figure_to_rgb(canvas)
+        put_text(fig, text, MARGIN_PX, baseline, prop)
+    return figure_to_rgb(canvas)
 
 
 def _display_rgb(image: np.ndarray) -> np.ndarray:
