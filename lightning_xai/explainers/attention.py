@@ -113,18 +113,16 @@ class RawAttention(Explainer):
 class Rollout(Explainer):
     """Attention rollout (Abnar & Zuidema, ACL 2020): head mean + identity, row-normalised, multiplied over layers.
 
-    Example:
+    Example (a ViT: the class token's row over [CLS] + 4 patches; every row of a rollout sums to 1):
         >>> import torch
-        >>> from transformers import BertConfig, BertForSequenceClassification
+        >>> from transformers import ViTConfig, ViTForImageClassification
         >>> from lightning_xai import explain
-        >>> from lightning_xai.modalities import TextModality
-        >>> model = BertForSequenceClassification(BertConfig(hidden_size=16, num_hidden_layers=2,
-        ...     num_attention_heads=2, intermediate_size=8, vocab_size=50))
-        >>> inputs = {"input_ids": torch.tensor([[2, 7, 9, 3, 0]]), "attention_mask": torch.tensor([[1, 1, 1, 1, 0]])}
-        >>> text = TextModality(special_ids=[0, 2, 3], pad_id=0, replacement_id=4)
-        >>> relevance = explain(model, inputs, [Rollout()], modality=text)["rollout"].relevance
-        >>> round(float(relevance.sum()), 5), float(relevance[0, 4])
-        (1.0, 0.0)
+        >>> from lightning_xai.modalities import VisionModality
+        >>> model = ViTForImageClassification(ViTConfig(hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
+        ...     intermediate_size=8, image_size=8, patch_size=4))
+        >>> maps = explain(model, {"pixel_values": torch.randn(2, 3, 8, 8)}, [Rollout()], modality=VisionModality(4))
+        >>> maps["rollout"].relevance.shape, [round(float(row.sum()), 5) for row in maps["rollout"].relevance]
+        (torch.Size([2, 5]), [1.0, 1.0])
     """
 
     name: ClassVar[str] = "rollout"

@@ -10,16 +10,12 @@ from lightning_xai.families.encoders import VisionEncoderFamily
 
 
 class DeiTFamily(VisionEncoderFamily):
-    """DeiT (``DeiTForImageClassification``): two prefix tokens; ``classifier(layernorm(h[CLS]))``."""
+    """DeiT (``DeiTForImageClassification``): class and distillation tokens; ``classifier(layernorm(h[CLS]))``."""
 
     name = "deit"
     examples = "DeiTForImageClassification"
     model_classes = (DeiTForImageClassification,)
     num_prefix_tokens = 2
-
-    def read_out(self, hidden: Tensor, rows: Tensor) -> Tensor:
-        """``classifier(layernorm(h[CLS]))``."""
-        return self.model.classifier(self.model.deit.layernorm(token_at(hidden, rows)))
 
 
 class DeiTWithTeacherFamily(DeiTFamily):

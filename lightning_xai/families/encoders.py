@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
+from torch import Tensor
+
 from lightning_xai.errors import LightningXAIError
+from lightning_xai.families._readout import token_at
 from lightning_xai.families.base import ModelFamily
 from lightning_xai.modalities.text import TextModality
 from lightning_xai.modalities.vision import VisionModality
@@ -32,7 +35,10 @@ class TextEncoderFamily(ModelFamily):
 
 
 class VisionEncoderFamily(ModelFamily):
-    """A vision transformer: ``num_prefix_tokens`` tokens, then the row-major patch grid of ``config.patch_size``."""
+    """A vision transformer: ``num_prefix_tokens`` tokens, then the row-major patch grid of ``config.patch_size``.
+
+    The default read-out is the HF image classifiers' ``classifier(base_model.layernorm(h[CLS]))``.
+    """
 
     modality: ClassVar[str] = "vision"
     #: Tokens before the patch grid (the class token; DeiT adds a distillation token).
@@ -46,6 +52,10 @@ class VisionEncoderFamily(ModelFamily):
                 f"{type(self.model).__name__} has no config.patch_size: cannot map its tokens to image patches"
             )
         return int(patch[0] if isinstance(patch, (tuple, list)) else patch)
+
+    def read_out(self, hidden: Tensor, rows: Tensor) -> Tensor:
+        """``classifier(layernorm(h[CLS]))`` with the backbone's final LayerNorm."""
+        return self.model.classifier(self.model.base_model.layernorm(token_at(hidden, rows)))
 
     def build_modality(self, tokenizer: Any | None = None) -> VisionModality:
         """Patch grid and prefix tokens of this model (the tokenizer is not used)."""

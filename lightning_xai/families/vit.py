@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-from torch import Tensor
 from transformers import ViTForImageClassification
 
-from lightning_xai.families._readout import token_at
 from lightning_xai.families.encoders import VisionEncoderFamily
 
 
@@ -16,7 +14,3 @@ class ViTFamily(VisionEncoderFamily):
     examples = "ViTForImageClassification"
     model_classes = (ViTForImageClassification,)
     num_prefix_tokens = 1
-
-    def read_out(self, hidden: Tensor, rows: Tensor) -> Tensor:
-        """``classifier(layernorm(h[CLS]))``."""
-        return self.model.classifier(self.model.vit.layernorm(token_at(hidden, rows)))

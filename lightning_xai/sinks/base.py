@@ -44,6 +44,21 @@ class Sink(ABC):
 
     def __init__(self, logger: Any) -> None:
         self.logger = logger
+        self._seen_keys: set[str] = set()
+
+    def new_keys(self, keys: Iterable[str]) -> list[str]:
+        """The keys this sink has not seen before, in order; they count as seen from now on.
+
+        Example:
+            >>> class Nothing(Sink):
+            ...     def log_epoch(self, report): ...
+            >>> sink = Nothing(logger=None)
+            >>> sink.new_keys(["a", "b"]), sink.new_keys(["b", "c"])
+            (['a', 'b'], ['c'])
+        """
+        fresh = [key for key in dict.fromkeys(keys) if key not in self._seen_keys]
+        self._seen_keys.update(fresh)
+        return fresh
 
     @abstractmethod
     def log_epoch(self, report: EpochReport) -> None:

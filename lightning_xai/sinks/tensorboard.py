@@ -34,18 +34,11 @@ class TensorBoardSink(Sink):
 
     logger_class = "TensorBoardLogger"
 
-    def __init__(self, logger: Any) -> None:
-        super().__init__(logger)
-        self._layout_keys: set[str] = set()
-
-
     def log_epoch(self, report: EpochReport) -> None:
         """Images, histograms, and the custom-scalars layout (re-registered only when new keys appear)."""
         writer = self.logger.experiment
-        keys = set(report.scalars)
-        if keys - self._layout_keys:
-            self._layout_keys |= keys
-            writer.add_custom_scalars(custom_scalars_layout(sorted(self._layout_keys), report.prefix))
+        if self.new_keys(report.scalars):
+            writer.add_custom_scalars(custom_scalars_layout(sorted(self._seen_keys), report.prefix))
         for heatmap in report.heatmaps:
             tag = report.keys.heatmap(heatmap.method, heatmap.sample)
             writer.add_image(tag, heatmap.rgb, global_step=report.step, dataformats="HWC")

@@ -28,20 +28,13 @@ class WandbSink(Sink):
 
     logger_class = "WandbLogger"
 
-    def __init__(self, logger: Any) -> None:
-        super().__init__(logger)
-        self._defined: set[str] = set()
-
-
     def log_epoch(self, report: EpochReport) -> None:
         """Images, HTML heatmaps and the probe table in one ``log`` call at the trainer's global step."""
         import wandb
 
         run = self.logger.experiment
-        for key, higher in report.higher_is_better.items():
-            if key not in self._defined:
-                run.define_metric(key, summary="max" if higher else "min")
-                self._defined.add(key)
+        for key in self.new_keys(report.higher_is_better):
+            run.define_metric(key, summary="max" if report.higher_is_better[key] else "min")
         keys = report.keys
         captions = {sample.index: sample.caption() for sample in report.samples}
         payload: dict[str, Any] = {}
