@@ -252,14 +252,9 @@ class AttentionShapley(Explainer):
         seed: seed of the per-row private generator of the sampler (the global RNG is never touched).
 
     Example:
-        >>> import torch
-        >>> from transformers import BertConfig, BertForSequenceClassification
         >>> from lightning_xai import explain
-        >>> from lightning_xai.modalities import TextModality
-        >>> model = BertForSequenceClassification(BertConfig(hidden_size=16, num_hidden_layers=2,
-        ...     num_attention_heads=2, intermediate_size=8, vocab_size=50))
-        >>> inputs = {"input_ids": torch.tensor([[2, 7, 9, 3, 0]]), "attention_mask": torch.tensor([[1, 1, 1, 1, 0]])}
-        >>> text = TextModality(special_ids=[0, 2, 3], pad_id=0, replacement_id=4)
+        >>> from lightning_xai.examples import tiny_bert, tiny_text_batch, tiny_text_modality
+        >>> model, inputs, text = tiny_bert(), tiny_text_batch(), tiny_text_modality()
         >>> relevance = explain(model, inputs, [AttentionShapley()], modality=text)["attention_shapley"].relevance
         >>> relevance[0, [0, 3, 4]].tolist()  # only the content tokens are players
         [0.0, 0.0, 0.0]

@@ -65,14 +65,9 @@ class GAE(Explainer):
     """Chefer et al.'s generic attention explainability (ICCV 2021): gradient-weighted attention, rolled out.
 
     Example:
-        >>> import torch
-        >>> from transformers import BertConfig, BertForSequenceClassification
         >>> from lightning_xai import explain
-        >>> from lightning_xai.modalities import TextModality
-        >>> model = BertForSequenceClassification(BertConfig(hidden_size=16, num_hidden_layers=2,
-        ...     num_attention_heads=2, intermediate_size=8, vocab_size=50))
-        >>> inputs = {"input_ids": torch.tensor([[2, 7, 9, 3, 0]]), "attention_mask": torch.tensor([[1, 1, 1, 1, 0]])}
-        >>> text = TextModality(special_ids=[0, 2, 3], pad_id=0, replacement_id=4)
+        >>> from lightning_xai.examples import tiny_bert, tiny_text_batch, tiny_text_modality
+        >>> model, inputs, text = tiny_bert(), tiny_text_batch(), tiny_text_modality()
         >>> relevance = explain(model, inputs, [GAE()], modality=text)["gae"].relevance
         >>> bool(relevance[0, 0] >= 1), float(relevance[0, 4])
         (True, 0.0)

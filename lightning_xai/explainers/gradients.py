@@ -91,14 +91,9 @@ class GradientXInput(Explainer):
     """Gradient x input on the word/patch embeddings of the shared forward (signed).
 
     Example:
-        >>> import torch
-        >>> from transformers import BertConfig, BertForSequenceClassification
         >>> from lightning_xai import explain
-        >>> from lightning_xai.modalities import TextModality
-        >>> model = BertForSequenceClassification(BertConfig(hidden_size=16, num_hidden_layers=2,
-        ...     num_attention_heads=2, intermediate_size=8, vocab_size=50))
-        >>> inputs = {"input_ids": torch.tensor([[2, 7, 9, 3, 0]]), "attention_mask": torch.tensor([[1, 1, 1, 1, 0]])}
-        >>> text = TextModality(special_ids=[0, 2, 3], pad_id=0, replacement_id=4)
+        >>> from lightning_xai.examples import tiny_bert, tiny_text_batch, tiny_text_modality
+        >>> model, inputs, text = tiny_bert(), tiny_text_batch(), tiny_text_modality()
         >>> maps = explain(model, inputs, [GradientXInput()], modality=text)["gradient_x_input"]
         >>> maps.signed, float(maps.relevance[0, 4])
         (True, 0.0)
@@ -213,14 +208,9 @@ class IntegratedGradients(Explainer):
         max_batch_size: most interpolated rows per forward.
 
     Example:
-        >>> import torch
-        >>> from transformers import BertConfig, BertForSequenceClassification
         >>> from lightning_xai import explain
-        >>> from lightning_xai.modalities import TextModality
-        >>> model = BertForSequenceClassification(BertConfig(hidden_size=16, num_hidden_layers=2,
-        ...     num_attention_heads=2, intermediate_size=8, vocab_size=50))
-        >>> inputs = {"input_ids": torch.tensor([[2, 7, 9, 3, 0]]), "attention_mask": torch.tensor([[1, 1, 1, 1, 0]])}
-        >>> text = TextModality(special_ids=[0, 2, 3], pad_id=0, replacement_id=4)
+        >>> from lightning_xai.examples import tiny_bert, tiny_text_batch, tiny_text_modality
+        >>> model, inputs, text = tiny_bert(), tiny_text_batch(), tiny_text_modality()
         >>> maps = explain(model, inputs, [IntegratedGradients(steps=8)], modality=text)["integrated_gradients"]
         >>> maps.relevance.shape, float(maps.relevance[0, 4])
         (torch.Size([1, 5]), 0.0)

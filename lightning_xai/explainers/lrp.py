@@ -427,14 +427,9 @@ class ConservativeLRP(Explainer):
             paper's code for the pooler tanh; equal for ReLU).
 
     Example:
-        >>> import torch
-        >>> from transformers import BertConfig, BertForSequenceClassification
         >>> from lightning_xai import explain
-        >>> from lightning_xai.modalities import TextModality
-        >>> model = BertForSequenceClassification(BertConfig(hidden_size=16, num_hidden_layers=2,
-        ...     num_attention_heads=2, intermediate_size=8, vocab_size=50))
-        >>> inputs = {"input_ids": torch.tensor([[2, 7, 9, 3, 0]]), "attention_mask": torch.tensor([[1, 1, 1, 1, 0]])}
-        >>> text = TextModality(special_ids=[0, 2, 3], pad_id=0, replacement_id=4)
+        >>> from lightning_xai.examples import tiny_bert, tiny_text_batch, tiny_text_modality
+        >>> model, inputs, text = tiny_bert(), tiny_text_batch(), tiny_text_modality()
         >>> maps = explain(model, inputs, [ConservativeLRP()], modality=text)
         >>> maps["cp_lrp"].relevance.shape, maps["cp_lrp"].signed, float(maps["cp_lrp"].relevance[0, 4])
         (torch.Size([1, 5]), True, 0.0)
