@@ -9,6 +9,7 @@ parsing them back. Keys (with the default prefix ``"xai/"``):
 ``xai/<method>/stability``            Spearman of the method's maps with the previous validation's
 ``xai/agreement/<a>_vs_<b>``          Spearman between two methods' maps of the same samples
 ``xai/<method>/skipped_samples``      probe samples a method lost to errors at this validation
+``xai/<method>/degenerate_samples``   probe samples whose map was all zero or one-hot (not scored)
 ``xai/<method>/heatmap/sample_NN``    a rendered heatmap (``xai/compare/heatmap/sample_NN``: every method)
 ``xai/<method>/tokens/sample_NN``     a token heatmap as HTML (W&B)
 ``xai/<method>/relevance``            histogram of every content-token relevance of the probe set
@@ -33,10 +34,11 @@ AGREEMENT = "agreement"
 GAIN_SUFFIX = "_gain_vs_random"
 STABILITY = "stability"
 SKIPPED = "skipped_samples"
+DEGENERATE = "degenerate_samples"
 #: File name of the per-epoch record of the files sink.
 JSONL_NAME = "explanations.jsonl"
 
-KeyKind = Literal["score", "gain", "stability", "agreement", "skipped"]
+KeyKind = Literal["score", "gain", "stability", "agreement", "skipped", "degenerate"]
 
 
 @dataclass(frozen=True)
@@ -44,9 +46,10 @@ class ParsedKey:
     """What a scalar key means.
 
     Attributes:
-        kind: ``"score"``, ``"gain"``, ``"stability"``, ``"agreement"`` or ``"skipped"``.
+        kind: ``"score"``, ``"gain"``, ``"stability"``, ``"agreement"``, ``"skipped"`` or ``"degenerate"``.
         method: the method (for ``"agreement"``: the first of the pair).
-        metric: the metric (``"score"``/``"gain"``), ``"stability"``, ``"skipped_samples"``, or for
+        metric: the metric (``"score"``/``"gain"``), ``"stability"``, ``"skipped_samples"``,
+            ``"degenerate_samples"``, or for
             ``"agreement"`` the second method.
     """
 
@@ -93,6 +96,10 @@ class LogKeys:
         """``<prefix><method>/skipped_samples``."""
         return self.score(method, SKIPPED)
 
+    def degenerate(self, method: str) -> str:
+        """``<prefix><method>/degenerate_samples``."""
+        return self.score(method, DEGENERATE)
+
     def parse(self, key: str) -> ParsedKey | None:
         """The meaning of a scalar key, or None for a key that is not one of this prefix's scalars.
 
@@ -110,6 +117,8 @@ class LogKeys:
             return ParsedKey("stability", method, rest)
         if rest == SKIPPED:
             return ParsedKey("skipped", method, rest)
+        if rest == DEGENERATE:
+            return ParsedKey("degenerate", method, rest)
         if rest.endswith(GAIN_SUFFIX):
             return ParsedKey("gain", method, rest[: -len(GAIN_SUFFIX)])
         return ParsedKey("score", method, rest)

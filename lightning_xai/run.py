@@ -208,9 +208,10 @@ def explain_probe_set(
             _count(result.skipped, [name], count)
         with eval_mode(model), torch.no_grad():
             context = ScoringContext(forward=forward, inputs=chunk, modality=modality, rationale=rationale)
-            scoreboard.update(maps, context, result.skipped)
-        for name, explanation in maps.items():
+            scored = scoreboard.update(maps, context, result.skipped)
+        for name, explanation in scored.items():
             collected.setdefault(name, []).append(explanation.to("cpu"))
+            _warn_degenerate(policy, family, scoreboard.keys.degenerate(name), maps[name], explanation)
         if keep_samples and maps:
             for name, explanation in maps.items():
                 relevance.setdefault(name, []).append(explanation.relevance[explanation.content_mask].cpu().numpy())
@@ -238,6 +239,21 @@ def maps_from_state(state: Mapping[str, tuple[Tensor, Tensor]]) -> dict[str, Exp
                           torch.zeros(relevance.shape[0], dtype=torch.long))
         for name, (relevance, content) in state.items()
     }
+
+
+def _warn_degenerate(
+    policy: ErrorPolicy, family: ModelFamily, key: str, raw: Explanation, scored: Explanation
+) -> None:
+    """Warn once per method when the scoreboard found maps that rank nothing (they are counted and not scored)."""
+    lost = int((raw.content_mask.any(dim=1) & ~scored.content_mask.any(dim=1)).sum())
+    if lost:
+        policy.warn_once(
+            f"degenerate {raw.method}",
+            f"{raw.method!r} gave degenerate maps (all zero or one-hot on the content tokens) for {lost} of "
+            f"{raw.relevance.shape[0]} samples of a {type(family.model).__name__} (model family {family.name!r}). "
+            f"They are not scored; their count is logged as {key}. A method "
+            "that is degenerate on every sample cannot be defined for this model: report it with the family file.",
+        )
 
 
 def _count(skipped: Skipped, names: list[str], rows: int) -> None:

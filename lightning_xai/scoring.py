@@ -9,7 +9,11 @@ logs what a single process would on the union of the shards. Per chunk of probe 
 2. the other metrics (plausibility) score each method's maps;
 3. each metric's per-sample values of each method also feed its gain over the ``Random`` baseline
    (:class:`~lightning_xai.metrics.RandomNormalisedGain`), with no extra forward;
-4. every pair of methods feeds an agreement (:class:`~lightning_xai.metrics.MapAgreement`, Spearman).
+4. every pair of methods feeds an agreement (:class:`~lightning_xai.metrics.MapAgreement`, Spearman), on the
+   samples both maps score.
+
+Degenerate maps (all zero, or one-hot, see :func:`degenerate_rows`) are counted here (``degenerate_samples``) and
+reach the metrics without content tokens, so every metric skips them instead of scoring them as valid.
 
 After the last chunk, each method's maps of the whole probe set are compared with the previous validation's
 (stability, the same metric with the previous map as reference).
@@ -24,6 +28,7 @@ from typing import Any
 import torch
 from torch import Tensor
 from torchmetrics import Metric
+from torchmetrics.aggregation import SumMetric
 
 from lightning_xai._runtime import ErrorPolicy, halved, is_out_of_memory
 from lightning_xai.keys import LogKeys
@@ -32,6 +37,30 @@ from lightning_xai.types import Explanation
 
 #: method -> number of probe samples it lost at this validation.
 Skipped = dict[str, int]
+
+
+def degenerate_rows(explanation: Explanation) -> Tensor:
+    """``[B]`` bool: samples whose map ranks nothing: all zero on the content tokens, or one-hot on one of several.
+
+    A one-token sample is not degenerate (one-hot is all it can be); a sample without content tokens neither.
+
+    Example:
+        >>> import torch
+        >>> valid = torch.ones(3, 3, dtype=torch.bool)
+        >>> relevance = torch.tensor([[0.0, 0.0, 0.0], [0.0, 0.7, 0.0], [0.1, 0.7, 0.0]])
+        >>> degenerate_rows(Explanation("m", relevance, valid, ~valid, torch.zeros(3))).tolist()
+        [True, True, False]
+    """
+    content = explanation.content_mask
+    nonzero = ((explanation.relevance != 0) & content).sum(dim=1)
+    tokens = content.sum(dim=1)
+    return (tokens > 0) & ((nonzero == 0) | ((nonzero == 1) & (tokens >= 2)))
+
+
+def without_rows(explanation: Explanation, rows: Tensor) -> Explanation:
+    """``explanation`` with samples ``rows`` (``[B]`` bool) holding no content tokens: every metric skips them."""
+    special = explanation.special_mask
+    return replace(explanation, special_mask=special | rows.to(special.device)[:, None])
 
 
 def metric_name(metric: Metric) -> str:
@@ -86,11 +115,13 @@ class Scoreboard:
             (a, b): MapAgreement() for i, a in enumerate(self.methods) for b in self.methods[i + 1 :]
         }
         self.stability: dict[str, MapAgreement] = {method: MapAgreement() for method in self.methods}
+        self.degenerate: dict[str, SumMetric] = {method: SumMetric() for method in self.methods}
         self._suite_limits: tuple[int, int | None] | None = None  # shared pass: rows, tokens (halved on OOM)
 
     def all_metrics(self) -> list[Metric]:
         """Every metric state, in the fixed order every rank computes them."""
-        return [*self.scores.values(), *self.gains.values(), *self.stability.values(), *self.agreement.values()]
+        return [*self.scores.values(), *self.gains.values(), *self.stability.values(), *self.agreement.values(),
+                *self.degenerate.values()]
 
     def to(self, device: torch.device) -> Scoreboard:
         """Move every metric state to ``device`` (the collective's device under DDP)."""
@@ -100,16 +131,25 @@ class Scoreboard:
 
     # --------------------------------------------------------------------------------------------- updates
 
-    def update(self, maps: Mapping[str, Explanation], context: ScoringContext, skipped: Skipped) -> None:
+    def update(
+        self, maps: Mapping[str, Explanation], context: ScoringContext, skipped: Skipped
+    ) -> dict[str, Explanation]:
         """Score one chunk: every metric of every method, gains and agreement (see the module docstring).
 
         Args:
             maps: method -> the chunk's maps.
             context: forward, inputs, modality and rationale of the chunk.
             skipped: method -> lost samples; a failing metric adds the chunk's rows to its method's count.
+
+        Returns:
+            The maps as scored: degenerate samples hold no content tokens.
         """
         if not maps:
-            return
+            return {}
+        degenerate = {method: degenerate_rows(explanation) for method, explanation in maps.items()}
+        for method, rows in degenerate.items():
+            self.degenerate[method].update(rows.sum().float())
+        maps = {method: without_rows(explanation, degenerate[method]) for method, explanation in maps.items()}
         values = self._shared_values(maps, context)
         for template in self.templates:
             name = metric_name(template)
@@ -125,8 +165,10 @@ class Scoreboard:
                     metric.update(explanation, replace(context, values=method_values))
         self._update_gains(maps, context, values)
         for (a, b), agreement in self.agreement.items():
-            if a in maps and b in maps:
-                agreement.update(maps[a], ScoringContext(reference=maps[b]))
+            if a in maps and b in maps:  # the samples both maps score
+                agreement.update(without_rows(maps[a], ~maps[b].content_mask.any(dim=1)),
+                                 ScoringContext(reference=maps[b]))
+        return maps
 
     def update_stability(
         self, current: Mapping[str, Explanation], previous: Mapping[str, Explanation]
@@ -225,6 +267,8 @@ class Scoreboard:
               for method, m in self.stability.items()),
             *((self.keys.agreement(a, b), m, True, f"the agreement of {a!r} and {b!r}")
               for (a, b), m in self.agreement.items()),
+            *((self.keys.degenerate(method), m, False, f"the degenerate count of {method!r}")
+              for method, m in self.degenerate.items()),
         ]
         for key, metric, higher_is_better, where in entries:
             directions[key] = higher_is_better
@@ -236,6 +280,10 @@ class Scoreboard:
                 self.policy.handle(where, error)
             finally:
                 metric.reset()
+        for method in self.degenerate:  # a count is logged only when something was degenerate
+            key = self.keys.degenerate(method)
+            if key in values and float(values[key]) == 0:
+                del values[key]
         return values, directions
 
 

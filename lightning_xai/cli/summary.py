@@ -117,7 +117,7 @@ def tensorboard_command() -> str:
 
 
 def method_metric_table(scalars: Mapping[str, Any], prefix: str) -> tuple[list[str], list[list[str]]]:
-    """Per-method scalars (scores, gains, stability) as a method x metric table ``(header, rows)``.
+    """Per-method scalars (scores, gains, stability, skipped and degenerate counts) as a method x metric table.
 
     Agreement between methods is not a method's value: see :func:`agreement_table`.
 
@@ -131,7 +131,7 @@ def method_metric_table(scalars: Mapping[str, Any], prefix: str) -> tuple[list[s
     cells: dict[tuple[str, str], Any] = {}
     for key, value in scalars.items():
         parsed, chart = keys.parse(key), keys.chart(key)
-        if parsed is None or chart is None or parsed.kind in ("agreement", "skipped"):
+        if parsed is None or chart is None or parsed.kind == "agreement":
             continue
         metric, method = chart
         methods += [method] if method not in methods else []
