@@ -23,10 +23,17 @@ from transformers import (
 
 TEXT_FAMILIES = ("bert", "roberta", "distilbert")
 VISION_FAMILIES = ("vit", "deit", "deit_with_teacher")
+#: Decoder LLM architectures (tiny, random), all pooled at the last real token.
+DECODERS = ("llama", "qwen2", "qwen3", "mistral", "gemma", "gemma2", "phi3", "gpt2")
 #: The families most tests run on (one per architecture).
 FAMILIES = TEXT_FAMILIES + VISION_FAMILIES[:2]
-#: Every registered model family, each buildable tiny by make_model (the registry-loop tests run on these).
-REGISTERED_FAMILIES = TEXT_FAMILIES + VISION_FAMILIES
+#: Every architecture make_model builds, by registered model family (the registry-loop tests run on all of them).
+ARCHITECTURES = {
+    **{name: name for name in TEXT_FAMILIES + VISION_FAMILIES},
+    **dict.fromkeys(DECODERS[:-1], "decoder"),
+    "gpt2": "gpt2",
+}
+REGISTERED_FAMILIES = tuple(ARCHITECTURES)
 WORDS = ["good", "bad", "movie", "plot", "great", "awful", "the", "a", "was", "very", "not", "fun", "dull", "ok"]
 SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 VOCAB = SPECIALS + WORDS + [f"##{w}" for w in ("s", "ing", "ed")]
@@ -60,9 +67,36 @@ def make_model(family: str, num_labels: int = 2, seed: int = 0, layers: int = 2)
     elif family == "deit_with_teacher":
         config = DeiTConfig(**common, image_size=IMAGE_SIZE, patch_size=PATCH, num_labels=num_labels)
         model = DeiTForImageClassificationWithTeacher(config)
+    elif family in DECODERS:
+        model = _decoder(family, layers, num_labels)
     else:
         raise ValueError(family)
     return model.eval()
+
+
+def _decoder(name: str, layers: int, num_labels: int) -> torch.nn.Module:
+    """A tiny decoder classifier over VOCAB: [PAD]=0 is its pad token (the head pools at the last non-pad token)."""
+    import transformers
+
+    if name == "gpt2":
+        config = transformers.GPT2Config(n_embd=16, n_layer=layers, n_head=2, vocab_size=len(VOCAB), n_positions=64,
+                                         pad_token_id=0, bos_token_id=2, eos_token_id=3, num_labels=num_labels)
+        return transformers.GPT2ForSequenceClassification(config)
+    prefix = {"llama": "Llama", "qwen2": "Qwen2", "qwen3": "Qwen3", "mistral": "Mistral", "gemma": "Gemma",
+              "gemma2": "Gemma2", "phi3": "Phi3"}[name]
+    config = getattr(transformers, f"{prefix}Config")(
+        hidden_size=16, intermediate_size=24, num_hidden_layers=layers, num_attention_heads=4, num_key_value_heads=2,
+        head_dim=4, vocab_size=len(VOCAB), pad_token_id=0, bos_token_id=2, eos_token_id=3, num_labels=num_labels,
+        max_position_embeddings=64,
+    )
+    return getattr(transformers, f"{prefix}ForSequenceClassification")(config)
+
+
+def left_padded(inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The same rows with their padding moved to the left (real tokens right-aligned)."""
+    mask = inputs["attention_mask"].bool()
+    order = torch.argsort(mask.long(), dim=1, stable=True)  # padding (0) first, then the tokens in order
+    return {key: value.gather(1, order) for key, value in inputs.items()}
 
 
 def make_text_inputs(batch: int = 4, seq: int = 9, seed: int = 0, pad_last: int = 3) -> dict[str, torch.Tensor]:
@@ -82,6 +116,21 @@ def make_text_inputs(batch: int = 4, seq: int = 9, seed: int = 0, pad_last: int 
 def make_image_inputs(batch: int = 4, seed: int = 0) -> dict[str, torch.Tensor]:
     g = torch.Generator().manual_seed(seed)
     return {"pixel_values": torch.randn(batch, 3, IMAGE_SIZE, IMAGE_SIZE, generator=g)}
+
+
+def make_decoder_tokenizer():
+    """A real WordLevel tokenizer over VOCAB as decoders have them: <s>/</s>/<unk>/<pad> but NO mask token."""
+    from tokenizers import Tokenizer
+    from tokenizers.models import WordLevel
+    from tokenizers.pre_tokenizers import Whitespace
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {("<pad>" if w == "[PAD]" else "<unk>" if w == "[UNK]" else "<s>" if w == "[CLS]" else "</s>" if
+              w == "[SEP]" else w): i for i, w in enumerate(VOCAB) if w != "[MASK]"}
+    backend = Tokenizer(WordLevel(vocab, unk_token="<unk>"))
+    backend.pre_tokenizer = Whitespace()
+    return PreTrainedTokenizerFast(tokenizer_object=backend, pad_token="<pad>", unk_token="<unk>", bos_token="<s>",
+                                   eos_token="</s>")
 
 
 def make_inputs(family: str, batch: int = 4, seed: int = 0) -> dict[str, torch.Tensor]:

@@ -38,6 +38,7 @@ from typing import Any, ClassVar, Literal
 import torch
 from torch import Tensor, nn
 from torch.overrides import TorchFunctionMode
+from transformers.pytorch_utils import Conv1D
 
 from lightning_xai.capture.base import eval_mode
 from lightning_xai.capture.hf import attention_implementation, eager_attention_for, register_attention_function
@@ -147,8 +148,31 @@ def _activation_rule(_module: nn.Module, args: tuple[Any, ...], output: Any) -> 
     return identity_rule(x, output)
 
 
+def _affine(module: nn.Module, x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+    """The module's affine map with another weight and bias: ``nn.Linear``, HF's ``Conv1D`` (``x W + b``), convs."""
+    if isinstance(module, nn.Linear):
+        return nn.functional.linear(x, weight, bias)
+    if isinstance(module, Conv1D):  # GPT-2: the weight is stored [in, out]
+        return nn.functional.linear(x, weight.t(), bias)
+    return module._conv_forward(x, weight, bias)  # type: ignore[operator]
+
+
+def _gradient_halved(_module: nn.Module, args: tuple[Any, ...]) -> Any:
+    """Uniform rule on the product entering this module (a gated MLP's ``down_proj``): half to each factor."""
+    if args and isinstance(args[0], Tensor) and args[0].requires_grad:
+        return (divide_gradient(args[0], 2.0), *args[1:])
+    return None
+
+
+def _input_detached(_module: nn.Module, args: tuple[Any, ...]) -> Any:
+    """No relevance through this input (CP-LRP on a gated MLP's gate: the gate acts as a constant)."""
+    if args and isinstance(args[0], Tensor):
+        return (args[0].detach(), *args[1:])
+    return None
+
+
 def _linear_rule(gamma: float, epsilon: float) -> Callable[[nn.Module, tuple[Any, ...], Any], Any]:
-    """Epsilon / gamma rule on ``nn.Linear`` / ``nn.Conv*``: gradient ``W_g^T (g * z / stabilize(z_g))``."""
+    """Epsilon / gamma rule on ``nn.Linear``, ``Conv1D``, ``nn.Conv*``: gradient ``W_g^T (g * z / stabilize(z_g))``."""
 
     def hook(module: nn.Module, args: tuple[Any, ...], output: Any) -> Any:
         x = args[0] if args else None
@@ -159,10 +183,7 @@ def _linear_rule(gamma: float, epsilon: float) -> Callable[[nn.Module, tuple[Any
         if gamma > 0:
             weight = weight + gamma * weight.clamp_min(0)
             bias = None if bias is None else bias + gamma * bias.clamp_min(0)
-        if isinstance(module, nn.Linear):
-            z_mod = nn.functional.linear(x, weight, bias)
-        else:
-            z_mod = module._conv_forward(x, weight, bias)  # type: ignore[operator]
+        z_mod = _affine(module, x, weight, bias)
         z = output.detach()
         ratio = z / stabilize(z_mod.detach(), max(epsilon, _GUARD))
         return surrogate(output, z_mod * ratio)
@@ -259,17 +280,33 @@ def lrp_rules(
         stack.enter_context(attention_implementation(model, implementation))
         hooks: dict[str, Callable[..., Any] | None] = {
             "layer_norm": _layer_norm_rule,
+            "norm_identity": _activation_rule,  # RMSNorm: x times a factor, the factor constant (both methods)
             "activation": _activation_rule if identity else None,
             "linear": linear_hook,
         }
         for module in model.modules():
             kind = family.lrp_rule(module)
+            if kind == "gated_mlp":
+                _gated_mlp_rule(module, rule, family, stack)
             hook = None if kind is None else hooks.get(kind)
             if hook is not None:
                 stack.callback(module.register_forward_hook(hook).remove)
         if identity:
             stack.enter_context(_FunctionalIdentityRule())
         yield
+
+
+def _gated_mlp_rule(module: nn.Module, rule: Rule, family: ModelFamily, stack: ExitStack) -> None:
+    """The rule of a gated MLP ``down_proj(act(gate) * up)``.
+
+    AttnLRP halves the product's gradient (uniform rule: half the relevance to each factor, lxt's
+    ``gated_mlp_forward``); CP-LRP stops it at the gate (lxt's ``cp_gated_mlp_forward``).
+    """
+    if rule == "attn_lrp":
+        stack.callback(module.down_proj.register_forward_pre_hook(_gradient_halved).remove)
+        return
+    activation = next(child for child in module.children() if family.lrp_rule(child) == "activation")
+    stack.callback(activation.register_forward_pre_hook(_input_detached).remove)
 
 
 # ------------------------------------------------------------------------------------------------ reading point

@@ -2,7 +2,7 @@
 
 Example:
     >>> list(list_families())
-    ['bert', 'roberta', 'distilbert', 'vit', 'deit_with_teacher', 'deit']
+    ['bert', 'roberta', 'distilbert', 'vit', 'deit_with_teacher', 'deit', 'decoder', 'gpt2']
 """
 
 from __future__ import annotations
@@ -13,9 +13,11 @@ from lightning_xai._registry import Registry
 from lightning_xai.errors import UnsupportedModelError
 from lightning_xai.families.base import CAPABILITIES, ENCODER_LRP_RULES, LRPRule, ModelFamily
 from lightning_xai.families.bert import BertFamily
+from lightning_xai.families.decoder import DecoderFamily
 from lightning_xai.families.deit import DeiTFamily, DeiTWithTeacherFamily
 from lightning_xai.families.distilbert import DistilBertFamily
 from lightning_xai.families.encoders import TextEncoderFamily, VisionEncoderFamily
+from lightning_xai.families.gpt2 import GPT2Family
 from lightning_xai.families.roberta import RobertaFamily
 from lightning_xai.families.vit import ViTFamily
 
@@ -67,14 +69,18 @@ register_family(DistilBertFamily)
 register_family(ViTFamily)
 register_family(DeiTWithTeacherFamily)
 register_family(DeiTFamily)
+register_family(DecoderFamily)
+register_family(GPT2Family)
 
 __all__ = [
     "CAPABILITIES",
     "ENCODER_LRP_RULES",
     "BertFamily",
     "DeiTFamily",
+    "DecoderFamily",
     "DeiTWithTeacherFamily",
     "DistilBertFamily",
+    "GPT2Family",
     "LRPRule",
     "ModelFamily",
     "RobertaFamily",

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 import torch
 import transformers.activations as hf_activations
 from torch import Tensor, nn
+from transformers.pytorch_utils import Conv1D
 
 from lightning_xai.capture.base import AttentionCapture
 from lightning_xai.capture.hf import HFAttentionCapture
@@ -50,9 +51,12 @@ CAPABILITIES: Mapping[str, str] = MappingProxyType(
 )
 
 #: How LRP treats a module type: ``"layer_norm"`` (LN-rule: the standard deviation is a constant), ``"linear"``
-#: (LRP-0 / epsilon / gamma), ``"activation"`` (identity rule for element-wise activations), ``"none"`` (no rule
-#: needed: embeddings, whose output is where relevance is read).
-LRPRule = Literal["layer_norm", "linear", "activation", "none"]
+#: (LRP-0 / epsilon / gamma; ``nn.Linear``, ``nn.Conv*`` and HF's ``Conv1D``), ``"activation"`` (identity rule for
+#: element-wise activations), ``"norm_identity"`` (a normalisation whose output is its input times a factor,
+#: e.g. RMSNorm: identity rule with the factor constant, for CP-LRP and AttnLRP alike), ``"gated_mlp"`` (the
+#: element-wise product of a gated MLP: uniform rule for AttnLRP, no relevance through the gate for CP-LRP),
+#: ``"none"`` (no rule needed: embeddings, whose output is where relevance is read).
+LRPRule = Literal["layer_norm", "linear", "activation", "norm_identity", "gated_mlp", "none"]
 
 #: Activation modules of ``torch.nn`` that the identity rule covers.
 TORCH_ACTIVATIONS: tuple[type[nn.Module], ...] = (nn.GELU, nn.ReLU, nn.Tanh, nn.SiLU, nn.Mish, nn.LeakyReLU, nn.ELU)
@@ -70,14 +74,15 @@ def _hf_activation_modules() -> tuple[type[nn.Module], ...]:
     )
 
 
-#: The rule table shared by the post-LayerNorm encoders (BERT, RoBERTa, DistilBERT, ViT, DeiT): every parametrised
-#: module type they contain, plus the element-wise activation modules.
+#: The rule table shared by the families (BERT, RoBERTa, DistilBERT, ViT, DeiT, GPT-2; decoders add RMSNorm and
+#: gated MLPs by structure): every parametrised module type they contain, plus the element-wise activations.
 ENCODER_LRP_RULES: Mapping[type[nn.Module], LRPRule] = MappingProxyType(
     {
         nn.LayerNorm: "layer_norm",
         nn.Linear: "linear",
         nn.Conv1d: "linear",
         nn.Conv2d: "linear",
+        Conv1D: "linear",  # GPT-2's projections
         nn.Embedding: "none",
         **dict.fromkeys(TORCH_ACTIVATIONS + _hf_activation_modules(), "activation"),
     }
@@ -190,8 +195,14 @@ class ModelFamily(ABC):
     # ---------------------------------------------------------------------------------------------- modality
 
     @abstractmethod
-    def build_modality(self, tokenizer: Any | None = None) -> Modality:
-        """The token bookkeeping of this model's inputs (text needs the tokenizer)."""
+    def build_modality(self, tokenizer: Any | None = None, removal: str | float | None = None) -> Modality:
+        """The token bookkeeping of this model's inputs (text needs the tokenizer).
+
+        Args:
+            tokenizer: the text model's tokenizer.
+            removal: how the perturbation metrics remove tokens by default (None: the family's default; text:
+                ``TextRemoval``, vision: a baseline).
+        """
 
     # ---------------------------------------------------------------------------------------------- refusals
 

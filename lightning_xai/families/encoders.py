@@ -23,15 +23,17 @@ class TextEncoderFamily(ModelFamily):
     """A text encoder read from its first token (``[CLS]`` / ``<s>``); tokens come from its tokenizer."""
 
     modality: ClassVar[str] = "text"
+    #: How the perturbation metrics remove tokens by default: replaced by the tokenizer's mask token.
+    default_removal: ClassVar[str] = "replace"
 
-    def build_modality(self, tokenizer: Any | None = None) -> TextModality:
-        """Special tokens and the replacement token from the tokenizer."""
+    def build_modality(self, tokenizer: Any | None = None, removal: str | float | None = None) -> TextModality:
+        """Special tokens, named tokens and the default removal, from the tokenizer."""
         if tokenizer is None:
             raise LightningXAIError(
                 f"Explaining a {type(self.model).__name__} needs its tokenizer (to know the special tokens and the "
                 f"token that replaces removed ones). {TOKENIZER_HINT}"
             )
-        return TextModality.from_tokenizer(tokenizer)
+        return TextModality.from_tokenizer(tokenizer, removal=removal or self.default_removal)  # type: ignore[arg-type]
 
 
 class VisionEncoderFamily(ModelFamily):
@@ -57,6 +59,7 @@ class VisionEncoderFamily(ModelFamily):
         """``classifier(layernorm(h[CLS]))`` with the backbone's final LayerNorm."""
         return self.model.classifier(self.model.base_model.layernorm(token_at(hidden, rows)))
 
-    def build_modality(self, tokenizer: Any | None = None) -> VisionModality:
-        """Patch grid and prefix tokens of this model (the tokenizer is not used)."""
-        return VisionModality(patch_size=self.patch_size(), num_prefix_tokens=self.num_prefix_tokens)
+    def build_modality(self, tokenizer: Any | None = None, removal: str | float | None = None) -> VisionModality:
+        """Patch grid and prefix tokens of this model (the tokenizer is not used); ``removal`` is the baseline."""
+        return VisionModality(patch_size=self.patch_size(), baseline=removal if removal is not None else "zero",
+                              num_prefix_tokens=self.num_prefix_tokens)

@@ -32,7 +32,8 @@ class TextModality(Modality):
     Args:
         special_ids: ids never ranked or perturbed (``[CLS]``, ``[SEP]``, ``<s>``, ``</s>``, ``[PAD]`` ...).
         pad_id: id used to pad when collating batches of different widths.
-        replacement_id: id that replaces a removed token (the tokenizer's mask token by default).
+        replacement_id: id that replaces a removed token (the tokenizer's mask token by default); None when the
+            tokenizer has no such token (decoders): ``removal="replace"`` is then refused.
         tokenizer: optional HF tokenizer, used to turn ids into strings for heatmaps.
         removal: how :meth:`remove` takes tokens out (see ``TextRemoval``); ``"replace"`` (default) uses
             ``replacement_id``.
@@ -57,18 +58,25 @@ class TextModality(Modality):
         self,
         special_ids: Iterable[int],
         pad_id: int,
-        replacement_id: int,
+        replacement_id: int | None,
         tokenizer: Any | None = None,
         removal: TextRemoval = "replace",
         token_ids: dict[str, int] | None = None,
     ) -> None:
         self.special_ids = torch.tensor(sorted(set(int(i) for i in special_ids)), dtype=torch.long)
         self.pad_id = int(pad_id)
-        self.replacement_id = int(replacement_id)
+        self.replacement_id = None if replacement_id is None else int(replacement_id)
         self.tokenizer = tokenizer
         self.token_ids = {"pad": self.pad_id, **(token_ids or {})}
         if removal not in TEXT_REMOVALS:
             raise ValueError(f"removal must be one of {TEXT_REMOVALS}, got {removal!r}")
+        if removal == "replace" and self.replacement_id is None:
+            raise LightningXAIError(
+                "removal='replace' needs a replacement token, and this tokenizer has no mask token: use "
+                "removal='attention' (hide removed tokens through the attention mask; the default for decoders), "
+                "'delete', or a named token the tokenizer has ('unk', 'pad'). The monitor and every perturbation "
+                "metric take removal=..."
+            )
         if removal in ("mask", "unk", "pad") and removal not in self.token_ids:
             raise LightningXAIError(f"removal={removal!r} needs the id of the {removal} token: pass token_ids=")
         if removal == "retokenize" and tokenizer is None:
@@ -86,21 +94,37 @@ class TextModality(Modality):
         )
 
     @classmethod
-    def from_tokenizer(cls, tokenizer: Any, replacement: Literal["mask", "unk", "pad"] = "mask") -> TextModality:
-        """Build from a HF tokenizer; ``replacement`` names the token that replaces removed tokens."""
+    def from_tokenizer(
+        cls,
+        tokenizer: Any,
+        replacement: Literal["mask", "unk", "pad"] = "mask",
+        removal: TextRemoval = "replace",
+    ) -> TextModality:
+        """Build from a HF tokenizer.
+
+        Args:
+            tokenizer: the model's tokenizer (special tokens, named tokens, strings for heatmaps).
+            replacement: the token that replaces removed tokens for ``removal="replace"``.
+            removal: how removed tokens are taken out by default (see ``TextRemoval``); a removal that needs a
+                token the tokenizer lacks is refused with what to use instead.
+        """
         replacement_id = getattr(tokenizer, f"{replacement}_token_id", None)
-        if replacement_id is None:
+        if replacement_id is None and removal == "replace":
             raise LightningXAIError(
-                f"The tokenizer {type(tokenizer).__name__} has no {replacement} token, which the perturbation metrics "
-                f"use to remove tokens. Choose another replacement token (one of 'mask', 'unk', 'pad')."
+                f"The tokenizer {type(tokenizer).__name__} has no {replacement} token, which removal='replace' uses "
+                "to remove tokens. Pass removal='attention' (hide them through the attention mask) or 'delete' to "
+                "the monitor or the metric, or name another replacement token ('unk', 'pad')."
             )
-        pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else replacement_id
+        pad_id = tokenizer.pad_token_id
+        if pad_id is None:
+            pad_id = replacement_id if replacement_id is not None else tokenizer.eos_token_id
         named = {
             name: int(getattr(tokenizer, f"{name}_token_id"))
             for name in ("mask", "unk", "pad")
             if getattr(tokenizer, f"{name}_token_id", None) is not None
         }
-        return cls(tokenizer.all_special_ids, pad_id, replacement_id, tokenizer, token_ids=named)
+        return cls(tokenizer.all_special_ids, pad_id if pad_id is not None else 0, replacement_id, tokenizer,
+                   removal=removal, token_ids=named)
 
     def _valid(self, inputs: ModelInputs) -> Tensor:
         ids = inputs["input_ids"]

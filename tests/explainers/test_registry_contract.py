@@ -6,7 +6,7 @@ or is refused before any forward with an error naming the method, the family and
 
 import pytest
 import torch
-from helpers import REGISTERED_FAMILIES, assert_same_snapshot, make_inputs, make_model, modality_for, model_snapshot
+from helpers import ARCHITECTURES, assert_same_snapshot, make_inputs, make_model, modality_for, model_snapshot
 from reference.attention import unpadded_row
 
 from lightning_xai import explain
@@ -21,12 +21,12 @@ NOT_PER_SAMPLE = {"random"}
 
 def test_every_registered_family_is_built_by_the_tests():
     """A new family must come with a tiny builder in tests/helpers.py, or this registry loop would skip it."""
-    assert set(list_families()) == set(REGISTERED_FAMILIES)
-    for name in REGISTERED_FAMILIES:
-        assert resolve_family(make_model(name)).name == name
+    assert set(list_families()) == set(ARCHITECTURES.values())
+    for architecture, family in ARCHITECTURES.items():
+        assert resolve_family(make_model(architecture)).name == family, architecture
 
 
-@pytest.mark.parametrize("family", REGISTERED_FAMILIES)
+@pytest.mark.parametrize("family", list(ARCHITECTURES))
 @pytest.mark.parametrize("name", NAMES)
 def test_contract(name, family):
     model = make_model(family, num_labels=3).train()
@@ -38,7 +38,8 @@ def test_contract(name, family):
     if refusal is not None:  # refused before any forward, saying what and why
         with pytest.raises(UnsupportedMethodError) as error:
             explain(model, inputs, [explainer], modality=modality)
-        assert name in str(error.value) and family in str(error.value) and "What to do" in str(error.value)
+        message = str(error.value)
+        assert name in message and f"'{ARCHITECTURES[family]}'" in message and "What to do" in message
         assert_same_snapshot(before, model_snapshot(model))
         return
     maps = explain(model, inputs, [explainer], modality=modality)[name]
