@@ -44,21 +44,21 @@ def _causal_attention(q, k, v, scaling, rule, R_ctx=None):
     S_raw = q @ k.transpose(1, 2)
     S = S_raw * scaling
     A = torch.softmax(S.masked_fill(~allowed, float("-inf")), dim=-1)
-    O = A @ v
+    out = A @ v
     if R_ctx is None:
-        return O, None
+        return out, None
     share = 1.0 if rule == "cp_lrp" else 0.5
-    products = torch.einsum("hji,hip->hjip", A, v) * _div(R_ctx, O)[:, :, None, :] * share
+    products = torch.einsum("hji,hip->hjip", A, v) * _div(R_ctx, out)[:, :, None, :] * share
     R_v = products.sum(1)
     R_A = products.sum(-1)
     if rule == "cp_lrp":  # AH-rule: no relevance to queries and keys
-        return O, (torch.zeros_like(q), torch.zeros_like(k), R_v)
+        return out, (torch.zeros_like(q), torch.zeros_like(k), R_v)
     S = torch.where(allowed, S, torch.zeros_like(S))
     R_S = S * (R_A - A * R_A.sum(-1, keepdim=True))  # Prop. 3.1 (masked pairs: A = 0, R_A = 0, S := 0)
     qk = torch.einsum("hjd,hid->hjid", q, k) * _div(R_S, 2 * torch.where(allowed, S_raw, torch.ones_like(S_raw)))[
         ..., None
     ] * allowed[None, :, :, None]
-    return O, (qk.sum(2), qk.sum(1), R_v)
+    return out, (qk.sum(2), qk.sum(1), R_v)
 
 
 def _rotary_lrp(q, cos, sin, R_rot):
@@ -88,8 +88,8 @@ def _llama(model, ids, target, rule, eps):
         q_rot, k_rot = q * cos + _rotate_half(q) * sin, k * cos + _rotate_half(k) * sin
         group = heads // kv_heads
         k_rep, v_rep = k_rot.repeat_interleave(group, 0), v.repeat_interleave(group, 0)
-        O, _ = _causal_attention(q_rot, k_rep, v_rep, dh**-0.5, rule)
-        ctx = O.transpose(0, 1).reshape(N, heads * dh)
+        heads_out, _ = _causal_attention(q_rot, k_rep, v_rep, dh**-0.5, rule)
+        ctx = heads_out.transpose(0, 1).reshape(N, heads * dh)
         out = ctx @ att.o_proj.weight.T
         h = x + out
         n2 = _rms(h, layer.post_attention_layernorm)
@@ -151,8 +151,8 @@ def _gpt2(model, ids, target, rule, eps):
         n1, _ = layer_norm(x, block.ln_1)
         qkv = n1 @ block.attn.c_attn.weight + block.attn.c_attn.bias
         q, k, v = (t.reshape(N, heads, dh).transpose(0, 1) for t in qkv.split(D, dim=-1))
-        O, _ = _causal_attention(q, k, v, dh**-0.5, rule)
-        ctx = O.transpose(0, 1).reshape(N, D)
+        heads_out, _ = _causal_attention(q, k, v, dh**-0.5, rule)
+        ctx = heads_out.transpose(0, 1).reshape(N, D)
         out = ctx @ block.attn.c_proj.weight + block.attn.c_proj.bias
         h = x + out
         n2, _ = layer_norm(h, block.ln_2)
