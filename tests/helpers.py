@@ -22,14 +22,17 @@ from transformers import (
 )
 
 TEXT_FAMILIES = ("bert", "roberta", "distilbert")
-VISION_FAMILIES = ("vit", "deit", "deit_with_teacher")
+VISION_FAMILIES = ("vit", "deit", "deit_with_teacher", "beit", "dinov2")
+#: More text encoders (their own families, or RoBERTa's for XLM-R).
+MORE_ENCODERS = ("electra", "xlm_roberta", "albert", "modernbert")
 #: Decoder LLM architectures (tiny, random), all pooled at the last real token.
 DECODERS = ("llama", "qwen2", "qwen3", "mistral", "gemma", "gemma2", "phi3", "gpt2")
 #: The families most tests run on (one per architecture).
 FAMILIES = TEXT_FAMILIES + VISION_FAMILIES[:2]
 #: Every architecture make_model builds, by registered model family (the registry-loop tests run on all of them).
 ARCHITECTURES = {
-    **{name: name for name in TEXT_FAMILIES + VISION_FAMILIES},
+    **{name: name for name in TEXT_FAMILIES + VISION_FAMILIES + MORE_ENCODERS},
+    "xlm_roberta": "roberta",
     **dict.fromkeys(DECODERS[:-1], "decoder"),
     "gpt2": "gpt2",
 }
@@ -69,6 +72,8 @@ def make_model(family: str, num_labels: int = 2, seed: int = 0, layers: int = 2)
         model = DeiTForImageClassificationWithTeacher(config)
     elif family in DECODERS:
         model = _decoder(family, layers, num_labels)
+    elif family in MORE_ENCODERS or family in ("beit", "dinov2"):
+        model = _more(family, common, num_labels)
     else:
         raise ValueError(family)
     return model.eval()
@@ -90,6 +95,26 @@ def _decoder(name: str, layers: int, num_labels: int) -> torch.nn.Module:
         max_position_embeddings=64,
     )
     return getattr(transformers, f"{prefix}ForSequenceClassification")(config)
+
+
+def _more(name: str, common: dict, num_labels: int) -> torch.nn.Module:
+    """Tiny ELECTRA, XLM-R, ALBERT, ModernBERT (text, over VOCAB) and BEiT, DINOv2 (vision) classifiers."""
+    import transformers
+
+    # a wider initialisation than HF's 0.02: at these tiny sizes the default leaves gradients around 1e-11
+    text = dict(common, vocab_size=len(VOCAB), num_labels=num_labels, pad_token_id=0, initializer_range=0.2)
+    vision = dict(common, image_size=IMAGE_SIZE, patch_size=PATCH, num_labels=num_labels, initializer_range=0.2)
+    configs = {
+        "electra": ("Electra", "ForSequenceClassification", dict(text, embedding_size=8)),
+        "xlm_roberta": ("XLMRoberta", "ForSequenceClassification", text),
+        "albert": ("Albert", "ForSequenceClassification", dict(text, embedding_size=8)),
+        "modernbert": ("ModernBert", "ForSequenceClassification", dict(text, global_attn_every_n_layers=2,
+                                                                        local_attention=4)),
+        "beit": ("Beit", "ForImageClassification", vision),
+        "dinov2": ("Dinov2", "ForImageClassification", vision),
+    }
+    prefix, head, options = configs[name]
+    return getattr(transformers, prefix + head)(getattr(transformers, f"{prefix}Config")(**options))
 
 
 def left_padded(inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -1,8 +1,9 @@
 """Model families: one file per family plus one :func:`register_family` line here.
 
 Example:
-    >>> list(list_families())
-    ['bert', 'roberta', 'distilbert', 'vit', 'deit_with_teacher', 'deit', 'decoder', 'gpt2']
+    >>> list(list_families())  # doctest: +NORMALIZE_WHITESPACE
+    ['bert', 'roberta', 'distilbert', 'electra', 'albert', 'modernbert', 'vit', 'deit_with_teacher', 'deit', 'beit',
+     'dinov2', 'decoder', 'gpt2']
 """
 
 from __future__ import annotations
@@ -11,13 +12,18 @@ from torch import nn
 
 from lightning_xai._registry import Registry
 from lightning_xai.errors import UnsupportedModelError
+from lightning_xai.families.albert import AlbertFamily
 from lightning_xai.families.base import CAPABILITIES, ENCODER_LRP_RULES, LRPRule, ModelFamily
+from lightning_xai.families.beit import BeitFamily
 from lightning_xai.families.bert import BertFamily
 from lightning_xai.families.decoder import DecoderFamily
 from lightning_xai.families.deit import DeiTFamily, DeiTWithTeacherFamily
+from lightning_xai.families.dinov2 import Dinov2Family
 from lightning_xai.families.distilbert import DistilBertFamily
+from lightning_xai.families.electra import ElectraFamily
 from lightning_xai.families.encoders import TextEncoderFamily, VisionEncoderFamily
 from lightning_xai.families.gpt2 import GPT2Family
+from lightning_xai.families.modernbert import ModernBertFamily
 from lightning_xai.families.roberta import RobertaFamily
 from lightning_xai.families.vit import ViTFamily
 
@@ -66,13 +72,23 @@ def resolve_family(model: nn.Module) -> ModelFamily:
 register_family(BertFamily)
 register_family(RobertaFamily)
 register_family(DistilBertFamily)
+register_family(ElectraFamily)
+register_family(AlbertFamily)
+register_family(ModernBertFamily)
 register_family(ViTFamily)
 register_family(DeiTWithTeacherFamily)
 register_family(DeiTFamily)
+register_family(BeitFamily)
+register_family(Dinov2Family)
 register_family(DecoderFamily)
 register_family(GPT2Family)
 
 __all__ = [
+    "ModernBertFamily",
+    "ElectraFamily",
+    "Dinov2Family",
+    "BeitFamily",
+    "AlbertFamily",
     "CAPABILITIES",
     "ENCODER_LRP_RULES",
     "BertFamily",

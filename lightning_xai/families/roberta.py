@@ -1,10 +1,14 @@
-"""RoBERTa (``RobertaForSequenceClassification``): ``<s>`` at row 0, read out through its classification head."""
+"""RoBERTa and XLM-RoBERTa / CamemBERT (the same architecture): ``<s>`` at row 0, read out through the head."""
 
 from __future__ import annotations
 
 import torch
 from torch import Tensor
-from transformers import RobertaForSequenceClassification
+from transformers import (
+    CamembertForSequenceClassification,
+    RobertaForSequenceClassification,
+    XLMRobertaForSequenceClassification,
+)
 
 from lightning_xai.families._readout import token_at
 from lightning_xai.families.encoders import TextEncoderFamily
@@ -18,8 +22,12 @@ class RobertaFamily(TextEncoderFamily):
     """
 
     name = "roberta"
-    examples = "RobertaForSequenceClassification"
-    model_classes = (RobertaForSequenceClassification,)
+    examples = "Roberta/XLMRoberta/CamembertForSequenceClassification"
+    model_classes = (
+        RobertaForSequenceClassification,
+        XLMRobertaForSequenceClassification,
+        CamembertForSequenceClassification,
+    )
 
     def read_out(self, hidden: Tensor, rows: Tensor) -> Tensor:
         """``out_proj(tanh(dense(h[<s>])))``."""

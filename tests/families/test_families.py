@@ -20,7 +20,12 @@ from lightning_xai.families import BertFamily, ViTFamily, resolve_family
 from lightning_xai.modalities import TextModality, VisionModality
 
 #: What each architecture declares it cannot provide (anything else missing is a bug).
-EXPECTED_REFUSALS = {"gemma2": {"lrp_rules"}}  # attention-logit soft-capping has no LRP rule (lxt has none either)
+EXPECTED_REFUSALS = {
+    "gemma2": {"lrp_rules"},  # attention-logit soft-capping has no LRP rule (lxt has none either)
+    "modernbert": {"lrp_rules", "input_embeddings"},  # GLU MLP without a rule; LN(embedding): x . grad = 0
+    "beit": {"prediction_row"},  # mean-pooled head
+    "dinov2": {"prediction_row"},  # class token + mean of the patches
+}
 
 
 @pytest.mark.parametrize("family", REGISTERED_FAMILIES)
@@ -107,3 +112,20 @@ def test_the_family_builds_the_modality():
     assert isinstance(vision, VisionModality)
     with pytest.raises(LightningXAIError, match="after 1 prefix tokens"):
         vision.token_masks(inputs, 18)  # a DeiT-shaped sequence is not a ViT's
+
+
+@pytest.mark.parametrize("architecture", ["electra", "xlm_roberta", "albert", "beit", "dinov2"])
+def test_cp_lrp_is_conservative_without_biases(architecture):
+    """Biases zeroed, read at the embedding output: the relevance sums to the explained logit (1e-5 relative)."""
+    from lightning_xai.explainers.lrp import cp_lrp
+
+    model = make_model(architecture, num_labels=3)
+    with torch.no_grad():
+        for name, parameter in model.named_parameters():
+            if name.endswith("bias"):
+                parameter.zero_()
+    inputs = make_inputs(architecture, batch=3)
+    with torch.no_grad():
+        logits = model(**inputs).logits
+    relevance = cp_lrp(model, inputs, 2)
+    torch.testing.assert_close(relevance.sum(dim=1), logits[:, 2], rtol=1e-5, atol=1e-6)
