@@ -40,7 +40,8 @@ class EpochResult:
     """What explaining a probe set produced.
 
     Attributes:
-        values: logged key -> scalar (reduced over processes under DDP; NaN where nothing was scored).
+        values: logged key -> scalar (reduced over processes under DDP, except this process's skipped-sample
+            counts; NaN where nothing was scored).
         higher_is_better: logged key -> direction.
         samples: the first ``num_heatmaps`` probe samples with every method's map (dashboards).
         relevance: method -> every content-token relevance of the probe set (histograms).
@@ -223,6 +224,8 @@ def explain_probe_set(
     result.maps = {name: _concatenate(parts) for name, parts in collected.items()}
     scoreboard.update_stability(result.maps, previous_maps or {})
     result.values, result.higher_is_better = scoreboard.compute(distributed)
+    for name, count in result.skipped.items():  # this process's losses (a method, or a method/metric pair)
+        result.values[scoreboard.keys.skipped(name)] = torch.tensor(float(count))
     result.relevance = {name: np.concatenate(parts) for name, parts in relevance.items()}
     return result
 

@@ -79,6 +79,8 @@ class ExplanationMonitor(*_CALLBACK_BASES):  # type: ignore[misc]
         write_files: also write PNG/HTML heatmaps and a JSON line per epoch (scores + maps) on rank zero, whatever
             the loggers (read by ``lightning-xai report``).
         files_dir: where those files go (default: ``<trainer.log_dir>/xai``).
+        removal: how metrics remove tokens unless a metric says otherwise (None: the family's default: the mask token
+            for encoders, the attention mask for decoders, which have no mask token; vision: a baseline).
         token_budget: most ``rows x tokens^2`` per explanation chunk (attention memory; default 32 rows of 128
             tokens, 2 of 512). Metrics' perturbation forwards are bounded by their ``max_batch_size``/``max_tokens``.
 
@@ -118,6 +120,7 @@ class ExplanationMonitor(*_CALLBACK_BASES):  # type: ignore[misc]
         write_files: bool = True,
         files_dir: str | None = None,
         token_budget: int = engine.DEFAULT_TOKEN_BUDGET,
+        removal: str | float | None = None,
     ) -> None:
         super().__init__()
         self.policy = runtime.ErrorPolicy(on_error)
@@ -149,6 +152,7 @@ class ExplanationMonitor(*_CALLBACK_BASES):  # type: ignore[misc]
         self.write_files = write_files
         self.files_dir = files_dir
         self.token_budget = token_budget
+        self.removal = removal
         #: epoch -> {logged key: value}, for every scheduled validation so far.
         self.history: dict[int, dict[str, float]] = {}
         self.probe = ProbeSet(num_samples)
@@ -177,7 +181,7 @@ class ExplanationMonitor(*_CALLBACK_BASES):  # type: ignore[misc]
         if sharded is not None:
             raise LightningXAIError(runtime.SHARDED_MESSAGE.format(reason=sharded))
         family = resolve_family(model)
-        modality = family.build_modality(self._tokenizer(trainer, pl_module))
+        modality = family.build_modality(self._tokenizer(trainer, pl_module), self.removal)
         self._model, self._family, self._modality = model, family, modality
         self._active, self._active_metrics = engine.runnable(
             family, modality, self.explainers, self.metrics, self.policy
@@ -276,12 +280,9 @@ class ExplanationMonitor(*_CALLBACK_BASES):  # type: ignore[misc]
         return None
 
     def _log(self, trainer: Any, pl_module: Any, result: engine.EpochResult) -> dict[str, float]:
-        """``pl_module.log`` every finite value (and skipped-sample counts); record them in :attr:`history`."""
-        values = dict(result.values)
-        for name, count in result.skipped.items():
-            values[self.keys.skipped(name)] = torch.tensor(float(count))
+        """``pl_module.log`` every finite value (skipped-sample counts included); record them in :attr:`history`."""
         logged: dict[str, float] = {}
-        for key, value in values.items():
+        for key, value in result.values.items():
             if torch.isnan(value):
                 continue
             pl_module.log(key, value, prog_bar=False, logger=bool(trainer.loggers), on_epoch=True, on_step=False)

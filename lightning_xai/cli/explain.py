@@ -152,7 +152,8 @@ def explain_checkpoint(
     model = (getattr(recipe_monitor, "model_getter", None) or default_model_getter)(module)
     family = resolve_family(model)
     tokenizer = getattr(recipe_monitor, "tokenizer", None) or getattr(datamodule, "tokenizer", None)
-    modality = family.build_modality(tokenizer if tokenizer is not None else getattr(module, "tokenizer", None))
+    tokenizer = tokenizer if tokenizer is not None else getattr(module, "tokenizer", None)
+    modality = family.build_modality(tokenizer, getattr(recipe_monitor, "removal", None))
     policy = ErrorPolicy("warn", owner="lightning-xai explain")
     chosen, scorers = runnable(family, modality, chosen, scorers, policy)
 

@@ -102,3 +102,25 @@ def test_lrp_on_decoders_matches_the_explicit_float64_reference(architecture, ru
         scale = float(expected.abs().max())
         torch.testing.assert_close(got[row, : expected.shape[0]], expected, rtol=1e-3, atol=1e-3 * scale)
         assert torch.all(got[row, expected.shape[0]:] == 0)
+
+
+def test_the_monitor_removes_decoder_tokens_out_of_the_box_and_refuses_replace_with_what_to_do(tmp_path):
+    from types import SimpleNamespace
+
+    from helpers import lightning_package, make_text_module_class
+
+    from lightning_xai import ExplanationMonitor
+    from lightning_xai.errors import LightningXAIError
+
+    pl = lightning_package("lightning.pytorch")
+    module = make_text_module_class(pl)(make_decoder_tokenizer(), family="llama")
+    trainer = SimpleNamespace(is_global_zero=True, loggers=[], log_dir=None, default_root_dir=str(tmp_path),
+                              datamodule=None, strategy=None)
+    monitor = ExplanationMonitor(write_files=False)
+    monitor.setup(trainer, module, "fit")
+    assert monitor._modality.removal == "attention"
+    with pytest.raises(LightningXAIError, match="has no mask token.*Pass removal='attention'"):
+        ExplanationMonitor(removal="replace", write_files=False).setup(trainer, module, "fit")
+    chosen = ExplanationMonitor(removal="delete", write_files=False)
+    chosen.setup(trainer, module, "fit")
+    assert chosen._modality.removal == "delete"
