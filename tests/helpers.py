@@ -6,20 +6,9 @@ import importlib
 from pathlib import Path
 
 import torch
-from transformers import (
-    BertConfig,
-    BertForSequenceClassification,
-    BertTokenizerFast,
-    DeiTConfig,
-    DeiTForImageClassification,
-    DeiTForImageClassificationWithTeacher,
-    DistilBertConfig,
-    DistilBertForSequenceClassification,
-    RobertaConfig,
-    RobertaForSequenceClassification,
-    ViTConfig,
-    ViTForImageClassification,
-)
+from transformers import BertTokenizerFast
+
+from lightning_xai.examples import ARCHITECTURES, tiny_classifier
 
 TEXT_FAMILIES = ("bert", "roberta", "distilbert")
 VISION_FAMILIES = ("vit", "deit", "deit_with_teacher", "beit", "dinov2")
@@ -29,13 +18,8 @@ MORE_ENCODERS = ("electra", "xlm_roberta", "albert", "modernbert")
 DECODERS = ("llama", "qwen2", "qwen3", "mistral", "gemma", "gemma2", "phi3", "gpt2")
 #: The families most tests run on (one per architecture).
 FAMILIES = TEXT_FAMILIES + VISION_FAMILIES[:2]
-#: Every architecture make_model builds, by registered model family (the registry-loop tests run on all of them).
-ARCHITECTURES = {
-    **{name: name for name in TEXT_FAMILIES + VISION_FAMILIES + MORE_ENCODERS},
-    "xlm_roberta": "roberta",
-    **dict.fromkeys(DECODERS[:-1], "decoder"),
-    "gpt2": "gpt2",
-}
+#: Every architecture make_model builds -> its registered model family (the registry loops run on all of them).
+assert set(ARCHITECTURES) == set(TEXT_FAMILIES + VISION_FAMILIES + MORE_ENCODERS + DECODERS)
 REGISTERED_FAMILIES = tuple(ARCHITECTURES)
 WORDS = ["good", "bad", "movie", "plot", "great", "awful", "the", "a", "was", "very", "not", "fun", "dull", "ok"]
 SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
@@ -49,72 +33,9 @@ def make_tokenizer(folder: Path | None = None) -> BertTokenizerFast:
 
 
 def make_model(family: str, num_labels: int = 2, seed: int = 0, layers: int = 2) -> torch.nn.Module:
-    torch.manual_seed(seed)
-    common = dict(hidden_size=16, num_hidden_layers=layers, num_attention_heads=2, intermediate_size=24)
-    if family == "bert":
-        model = BertForSequenceClassification(BertConfig(**common, vocab_size=len(VOCAB), num_labels=num_labels))
-    elif family == "roberta":
-        config = RobertaConfig(**common, vocab_size=len(VOCAB), num_labels=num_labels, pad_token_id=0)
-        model = RobertaForSequenceClassification(config)
-    elif family == "distilbert":
-        config = DistilBertConfig(
-            dim=16, n_layers=layers, n_heads=2, hidden_dim=24, vocab_size=len(VOCAB), num_labels=num_labels
-        )
-        model = DistilBertForSequenceClassification(config)
-    elif family == "vit":
-        config = ViTConfig(**common, image_size=IMAGE_SIZE, patch_size=PATCH, num_labels=num_labels)
-        model = ViTForImageClassification(config)
-    elif family == "deit":
-        config = DeiTConfig(**common, image_size=IMAGE_SIZE, patch_size=PATCH, num_labels=num_labels)
-        model = DeiTForImageClassification(config)
-    elif family == "deit_with_teacher":
-        config = DeiTConfig(**common, image_size=IMAGE_SIZE, patch_size=PATCH, num_labels=num_labels)
-        model = DeiTForImageClassificationWithTeacher(config)
-    elif family in DECODERS:
-        model = _decoder(family, layers, num_labels)
-    elif family in MORE_ENCODERS or family in ("beit", "dinov2"):
-        model = _more(family, common, num_labels)
-    else:
-        raise ValueError(family)
-    return model.eval()
-
-
-def _decoder(name: str, layers: int, num_labels: int) -> torch.nn.Module:
-    """A tiny decoder classifier over VOCAB: [PAD]=0 is its pad token (the head pools at the last non-pad token)."""
-    import transformers
-
-    if name == "gpt2":
-        config = transformers.GPT2Config(n_embd=16, n_layer=layers, n_head=2, vocab_size=len(VOCAB), n_positions=64,
-                                         pad_token_id=0, bos_token_id=2, eos_token_id=3, num_labels=num_labels)
-        return transformers.GPT2ForSequenceClassification(config)
-    prefix = {"llama": "Llama", "qwen2": "Qwen2", "qwen3": "Qwen3", "mistral": "Mistral", "gemma": "Gemma",
-              "gemma2": "Gemma2", "phi3": "Phi3"}[name]
-    config = getattr(transformers, f"{prefix}Config")(
-        hidden_size=16, intermediate_size=24, num_hidden_layers=layers, num_attention_heads=4, num_key_value_heads=2,
-        head_dim=4, vocab_size=len(VOCAB), pad_token_id=0, bos_token_id=2, eos_token_id=3, num_labels=num_labels,
-        max_position_embeddings=64,
-    )
-    return getattr(transformers, f"{prefix}ForSequenceClassification")(config)
-
-
-def _more(name: str, common: dict, num_labels: int) -> torch.nn.Module:
-    """Tiny ELECTRA, XLM-R, ALBERT, ModernBERT (text, over VOCAB) and BEiT, DINOv2 (vision) classifiers."""
-    import transformers
-
-    # a wider initialisation than HF's 0.02: at these tiny sizes the default leaves gradients around 1e-11
-    text = dict(common, vocab_size=len(VOCAB), num_labels=num_labels, pad_token_id=0, initializer_range=0.2)
-    vision = dict(common, image_size=IMAGE_SIZE, patch_size=PATCH, num_labels=num_labels, initializer_range=0.2)
-    configs = {
-        "electra": ("Electra", "ForSequenceClassification", dict(text, embedding_size=8)),
-        "xlm_roberta": ("XLMRoberta", "ForSequenceClassification", text),
-        "albert": ("Albert", "ForSequenceClassification", dict(text, embedding_size=8)),
-        "modernbert": ("ModernBert", "ForSequenceClassification", dict(text, global_attn_every_n_layers=2,
-                                                                        local_attention=4)),
-        "beit": ("Beit", "ForImageClassification", vision),
-        "dinov2": ("Dinov2", "ForImageClassification", vision),
-    }
-    prefix, head, options = configs[name]
-    return getattr(transformers, prefix + head)(getattr(transformers, f"{prefix}Config")(**options))
+    """A tiny random classifier of ``family`` (an architecture of ARCHITECTURES) over VOCAB, in eval mode."""
+    torch.manual_seed(seed)  # drawn from the global stream, which the tests' later draws continue
+    return tiny_classifier(family, num_labels=num_labels, layers=layers, seed=None, vocab_size=len(VOCAB))
 
 
 def left_padded(inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

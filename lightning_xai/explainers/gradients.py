@@ -218,7 +218,7 @@ class IntegratedGradients(Explainer):
 
     name: ClassVar[str] = "integrated_gradients"
     signed: ClassVar[bool] = True
-    needs: ClassVar[frozenset[str]] = frozenset({"own_pass"})
+    needs: ClassVar[frozenset[str]] = frozenset({"own_pass", "input_embeddings"})
 
     def __init__(self, steps: int = 20, baseline: Baseline = "zero", max_batch_size: int = 64) -> None:
         if steps < 1 or max_batch_size < 1:
