@@ -14,6 +14,7 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
+from lightning_xai.capture.base import eager_forward
 from lightning_xai.errors import LightningXAIError, NonFiniteExplanationError
 from lightning_xai.explainers.base import Explainer, ForwardPass
 from lightning_xai.families import ModelFamily, resolve_family
@@ -124,7 +125,7 @@ def explain(
     family.check(explainers)
     capture = family.capture()
     results: dict[str, Explanation] = {}
-    with gradients_enabled():
+    with gradients_enabled(), eager_forward(model):
         cloned = {key: value.clone() for key, value in inputs.items()}  # inference tensors -> autograd tensors
         with capture.record() as record, recorded_input_embeddings(model) as embeddings:
             logits = logits_of(model(**cloned))

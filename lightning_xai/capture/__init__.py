@@ -10,7 +10,7 @@ import warnings
 
 from torch import nn
 
-from lightning_xai.capture.base import AttentionCapture, AttentionRecord, eval_mode
+from lightning_xai.capture.base import AttentionCapture, AttentionRecord, eager_forward, eval_mode
 from lightning_xai.capture.hf import HFAttentionCapture, attention_implementation, register_attention_function
 
 
@@ -51,6 +51,7 @@ __all__ = [
     "AttentionRecord",
     "HFAttentionCapture",
     "attention_implementation",
+    "eager_forward",
     "eval_mode",
     "register_attention_function",
     "register_capture",

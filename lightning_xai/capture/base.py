@@ -56,6 +56,34 @@ class AttentionCapture(ABC):
 
 
 @contextmanager
+def eager_forward(model: nn.Module) -> Iterator[nn.Module]:
+    """Run the model's own (eager) modules inside, even after an in-place ``model.compile()``; restore on exit.
+
+    A compiled call does not run the forward hooks and the recording attention the explanation passes rely on the
+    way the eager modules do (LeGrad's layer outputs, the input embeddings), so maps would silently change. The
+    compiled callable of every module is set aside for the block and put back afterwards (training keeps it).
+
+    Example:
+        >>> import torch
+        >>> m = torch.nn.Linear(2, 2)
+        >>> m.compile(backend="eager")
+        >>> with eager_forward(m):
+        ...     inside = m._compiled_call_impl
+        >>> inside is None, m._compiled_call_impl is not None
+        (True, True)
+    """
+    compiled = [(module, module.__dict__["_compiled_call_impl"]) for module in model.modules()
+                if module.__dict__.get("_compiled_call_impl") is not None]
+    try:
+        for module, _ in compiled:
+            module._compiled_call_impl = None
+        yield model
+    finally:
+        for module, call in compiled:
+            module._compiled_call_impl = call
+
+
+@contextmanager
 def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
     """Switch every module to eval mode and restore each module's own previous mode on exit.
 

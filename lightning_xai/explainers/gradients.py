@@ -26,7 +26,7 @@ from typing import ClassVar, Literal
 import torch
 from torch import Tensor, nn
 
-from lightning_xai.capture.base import eval_mode
+from lightning_xai.capture.base import eager_forward, eval_mode
 from lightning_xai.errors import LightningXAIError
 from lightning_xai.explainers.base import Explainer, ForwardPass
 from lightning_xai.modalities.base import select
@@ -170,7 +170,7 @@ def integrated_gradients(
     gap_end = torch.zeros(batch, dtype=torch.float32, device=target.device)
     handle = module.register_forward_hook(hook)
     try:
-        with eval_mode(model):
+        with eval_mode(model), eager_forward(model):  # the interpolation is a hook on the eager embeddings
             for start in range(0, rows.shape[0], max_batch_size):
                 index = rows[start : start + max_batch_size]
                 state["alpha"] = alphas[start : start + max_batch_size]

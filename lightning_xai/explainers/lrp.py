@@ -40,7 +40,7 @@ from torch import Tensor, nn
 from torch.overrides import TorchFunctionMode
 from transformers.pytorch_utils import Conv1D
 
-from lightning_xai.capture.base import eval_mode
+from lightning_xai.capture.base import eager_forward, eval_mode
 from lightning_xai.capture.hf import attention_implementation, eager_attention_for, register_attention_function
 from lightning_xai.errors import LightningXAIError, UnsupportedMethodError
 from lightning_xai.explainers.base import Explainer, ForwardPass
@@ -277,6 +277,7 @@ def lrp_rules(
     linear_hook = _linear_rule(gamma, epsilon) if (gamma > 0 or epsilon > 0) else None
     with ExitStack() as stack:
         stack.enter_context(eval_mode(model))
+        stack.enter_context(eager_forward(model))  # the rules are hooks on the eager modules
         stack.enter_context(attention_implementation(model, implementation))
         hooks: dict[str, Callable[..., Any] | None] = {
             "layer_norm": _layer_norm_rule,

@@ -129,3 +129,27 @@ def test_cp_lrp_is_conservative_without_biases(architecture):
         logits = model(**inputs).logits
     relevance = cp_lrp(model, inputs, 2)
     torch.testing.assert_close(relevance.sum(dim=1), logits[:, 2], rtol=1e-5, atol=1e-6)
+
+
+def test_an_in_place_compiled_model_is_explained_through_its_eager_modules():
+    """``model.compile()``: the explanation passes run the eager modules (a compiled call skips what they record),
+    and the compiled call is back afterwards. The backend here returns a WRONG function on purpose: any pass that
+    went through it would give other maps."""
+    from lightning_xai.explainers import AttnLRP, GradientXInput, GradSAM, IntegratedGradients, LeGrad
+
+    def wrong_backend(graph_module, example_inputs):
+        return lambda *args: [output * 0 if isinstance(output, torch.Tensor) else output
+                              for output in graph_module(*args)]
+
+    model = make_model("bert", num_labels=3)
+    inputs = make_inputs("bert", batch=2)
+    methods = [GradientXInput(), GradSAM(), LeGrad(), AttnLRP(), IntegratedGradients(steps=4)]
+    expected = explain(model, inputs, methods, modality=modality_for("bert"))
+    model.compile(backend=wrong_backend)
+    with torch.no_grad():
+        assert torch.all(model(**inputs).logits == 0)  # the compiled call is the wrong one
+    got = explain(model, inputs, methods, modality=modality_for("bert"))
+    for name, explanation in expected.items():
+        torch.testing.assert_close(got[name].relevance, explanation.relevance, msg=name)
+    with torch.no_grad():
+        assert torch.all(model(**inputs).logits == 0)  # restored
