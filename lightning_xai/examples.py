@@ -51,11 +51,13 @@ def tiny_text_modality() -> TextModality:
 #: Every architecture :func:`tiny_classifier` builds -> the model family that describes it.
 ARCHITECTURES: Mapping[str, str] = MappingProxyType(
     {
-        **{name: name for name in ("bert", "roberta", "distilbert", "electra", "albert", "modernbert")},
+        **{name: name for name in ("bert", "roberta", "distilbert", "electra", "albert", "modernbert", "deberta_v2",
+                                   "mpnet")},
         "xlm_roberta": "roberta",
         **{name: name for name in ("vit", "deit", "deit_with_teacher", "beit", "dinov2")},
         **dict.fromkeys(("llama", "qwen2", "qwen3", "mistral", "gemma", "gemma2", "phi3"), "decoder"),
         "gpt2": "gpt2",
+        "opt": "generic",  # a decoder of no family: the generic fallback
     }
 )
 #: The vision architectures (the others take token ids).
@@ -64,7 +66,8 @@ _HF_NAMES = {
     "bert": "Bert", "roberta": "Roberta", "distilbert": "DistilBert", "electra": "Electra", "albert": "Albert",
     "modernbert": "ModernBert", "xlm_roberta": "XLMRoberta", "vit": "ViT", "deit": "DeiT", "beit": "Beit",
     "dinov2": "Dinov2", "llama": "Llama", "qwen2": "Qwen2", "qwen3": "Qwen3", "mistral": "Mistral",
-    "gemma": "Gemma", "gemma2": "Gemma2", "phi3": "Phi3", "gpt2": "GPT2",
+    "gemma": "Gemma", "gemma2": "Gemma2", "phi3": "Phi3", "gpt2": "GPT2", "deberta_v2": "DebertaV2",
+    "mpnet": "MPNet", "opt": "OPT",
 }
 
 
@@ -112,6 +115,12 @@ def tiny_classifier(
         "dinov2": dict(vision, **wide),
         "gpt2": dict(n_embd=16, n_layer=layers, n_head=2, vocab_size=vocab_size, n_positions=64, pad_token_id=0,
                      bos_token_id=2, eos_token_id=3, num_labels=num_labels),
+        "deberta_v2": dict(text, pad_token_id=0, max_relative_positions=8, position_buckets=4, pooler_hidden_size=16,
+                           **wide),
+        "mpnet": dict(text, pad_token_id=0, **wide),
+        "opt": dict(hidden_size=16, num_hidden_layers=layers, ffn_dim=24, num_attention_heads=2, vocab_size=vocab_size,
+                    word_embed_proj_dim=16, pad_token_id=0, bos_token_id=2, eos_token_id=3, num_labels=num_labels,
+                    max_position_embeddings=64, **wide),
     }
     decoder = dict(hidden_size=16, intermediate_size=24, num_hidden_layers=layers, num_attention_heads=4,
                    num_key_value_heads=2, head_dim=4, vocab_size=vocab_size, pad_token_id=0, bos_token_id=2,

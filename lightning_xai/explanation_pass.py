@@ -129,6 +129,11 @@ def explain(
         cloned = {key: value.clone() for key, value in inputs.items()}  # inference tensors -> autograd tensors
         with capture.record() as record, recorded_input_embeddings(model) as embeddings:
             logits = logits_of(model(**cloned))
+        if logits.dim() != 2:
+            raise LightningXAIError(
+                f"{type(model).__name__} returned outputs of shape {tuple(logits.shape)} where class logits "
+                "[batch, classes] were expected: explain a model with a classification head (model_getter=)."
+            )
         if not record.attentions:
             raise LightningXAIError(
                 f"No attention was recorded during the forward of {type(model).__name__}: its attention layers do not "

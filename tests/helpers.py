@@ -13,13 +13,15 @@ from lightning_xai.examples import ARCHITECTURES, tiny_classifier
 TEXT_FAMILIES = ("bert", "roberta", "distilbert")
 VISION_FAMILIES = ("vit", "deit", "deit_with_teacher", "beit", "dinov2")
 #: More text encoders (their own families, or RoBERTa's for XLM-R).
-MORE_ENCODERS = ("electra", "xlm_roberta", "albert", "modernbert")
+MORE_ENCODERS = ("electra", "xlm_roberta", "albert", "modernbert", "deberta_v2", "mpnet")
 #: Decoder LLM architectures (tiny, random), all pooled at the last real token.
 DECODERS = ("llama", "qwen2", "qwen3", "mistral", "gemma", "gemma2", "phi3", "gpt2")
+#: Models of no family (the generic fallback).
+GENERIC = ("opt",)
 #: The families most tests run on (one per architecture).
 FAMILIES = TEXT_FAMILIES + VISION_FAMILIES[:2]
 #: Every architecture make_model builds -> its registered model family (the registry loops run on all of them).
-assert set(ARCHITECTURES) == set(TEXT_FAMILIES + VISION_FAMILIES + MORE_ENCODERS + DECODERS)
+assert set(ARCHITECTURES) == set(TEXT_FAMILIES + VISION_FAMILIES + MORE_ENCODERS + DECODERS + GENERIC)
 REGISTERED_FAMILIES = tuple(ARCHITECTURES)
 WORDS = ["good", "bad", "movie", "plot", "great", "awful", "the", "a", "was", "very", "not", "fun", "dull", "ok"]
 SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]

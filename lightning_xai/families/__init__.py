@@ -2,8 +2,8 @@
 
 Example:
     >>> list(list_families())  # doctest: +NORMALIZE_WHITESPACE
-    ['bert', 'roberta', 'distilbert', 'electra', 'albert', 'modernbert', 'vit', 'deit_with_teacher', 'deit', 'beit',
-     'dinov2', 'decoder', 'gpt2']
+    ['bert', 'roberta', 'distilbert', 'electra', 'albert', 'modernbert', 'deberta_v2', 'mpnet', 'vit',
+     'deit_with_teacher', 'deit', 'beit', 'dinov2', 'decoder', 'gpt2', 'generic']
 """
 
 from __future__ import annotations
@@ -16,14 +16,17 @@ from lightning_xai.families.albert import AlbertFamily
 from lightning_xai.families.base import CAPABILITIES, ENCODER_LRP_RULES, LRPRule, ModelFamily
 from lightning_xai.families.beit import BeitFamily
 from lightning_xai.families.bert import BertFamily
+from lightning_xai.families.deberta import DebertaV2Family
 from lightning_xai.families.decoder import DecoderFamily
 from lightning_xai.families.deit import DeiTFamily, DeiTWithTeacherFamily
 from lightning_xai.families.dinov2 import Dinov2Family
 from lightning_xai.families.distilbert import DistilBertFamily
 from lightning_xai.families.electra import ElectraFamily
 from lightning_xai.families.encoders import TextEncoderFamily, VisionEncoderFamily
+from lightning_xai.families.generic import GenericFamily
 from lightning_xai.families.gpt2 import GPT2Family
 from lightning_xai.families.modernbert import ModernBertFamily
+from lightning_xai.families.mpnet import MPNetFamily
 from lightning_xai.families.roberta import RobertaFamily
 from lightning_xai.families.vit import ViTFamily
 
@@ -75,6 +78,8 @@ register_family(DistilBertFamily)
 register_family(ElectraFamily)
 register_family(AlbertFamily)
 register_family(ModernBertFamily)
+register_family(DebertaV2Family)
+register_family(MPNetFamily)
 register_family(ViTFamily)
 register_family(DeiTWithTeacherFamily)
 register_family(DeiTFamily)
@@ -82,8 +87,12 @@ register_family(BeitFamily)
 register_family(Dinov2Family)
 register_family(DecoderFamily)
 register_family(GPT2Family)
+register_family(GenericFamily)  # last: the fallback for any other model on the AttentionInterface
 
 __all__ = [
+    "MPNetFamily",
+    "GenericFamily",
+    "DebertaV2Family",
     "ModernBertFamily",
     "ElectraFamily",
     "Dinov2Family",

@@ -91,3 +91,26 @@ def test_records_every_layer_output_with_hooks_removed_on_exit(family):
     reference = model(**inputs, output_hidden_states=True).hidden_states  # (embeddings, layer 1..3)
     for ours, theirs in zip(record.hidden_states, reference[1:], strict=True):
         torch.testing.assert_close(ours, theirs)
+
+
+@pytest.mark.parametrize("architecture", ["deberta_v2", "mpnet"])
+def test_module_hooks_record_what_output_attentions_returns_and_leave_the_model_as_it_was(architecture):
+    """DeBERTa/MPNet: the recorded probabilities are the model's own (incl. relative-position terms); same logits."""
+    import copy
+
+    from lightning_xai.families import resolve_family
+
+    model = make_model(architecture, num_labels=3)
+    inputs = make_inputs(architecture, batch=3)
+    hooks_before = sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in model.modules())
+    with torch.no_grad():
+        plain = model(**inputs).logits
+        reference = copy.deepcopy(model)  # output_attentions on a copy: it may leave transformers' hooks behind
+        expected = reference(**inputs, output_attentions=True).attentions
+        with resolve_family(model).capture().record() as record:
+            logits = model(**inputs).logits
+    assert len(record.attentions) == len(expected) == 2 and len(record.hidden_states) == 2
+    for got, want in zip(record.attentions, expected, strict=True):
+        torch.testing.assert_close(got, want)
+    torch.testing.assert_close(logits, plain, rtol=0, atol=0)
+    assert sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in model.modules()) == hooks_before
