@@ -3,7 +3,9 @@
 Prints JSON: per method the median (of 5) time of ``explain(model, batch, [method])`` divided by the median time of
 one plain forward + ``torch.autograd.grad`` of the summed arg-max logits w.r.t. the input embeddings, and the
 shared attention-gradient group (Grad-SAM + raw attention + rollout + GAE in ONE ``explain()`` call) relative to
-Grad-SAM alone. Run on a quiet machine: ``python bench/explainers.py [--repeats 5] [--device cpu]``.
+Grad-SAM alone. ``--arch llama`` runs the same on a random Llama-style decoder of MiniLM's size (6 layers, hidden
+384, 6 query / 2 key-value heads, RMSNorm, gated MLP, RoPE), read at the last token. Run on a quiet machine:
+``python bench/explainers.py [--repeats 5] [--device cpu] [--arch minilm|llama] [--methods grad_sam legrad ...]``.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import statistics
 import time
 
 import torch
-from transformers import AutoModelForSequenceClassification
+from transformers import AutoModelForSequenceClassification, LlamaConfig, LlamaForSequenceClassification
 
 from lightning_xai import explain
 from lightning_xai.explainers import GradSAM
@@ -48,9 +50,19 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--tokens", type=int, default=64)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--arch", choices=("minilm", "llama"), default="minilm")
+    parser.add_argument("--methods", nargs="+", default=None, help="explainer names (default: all of the list)")
     args = parser.parse_args()
     device = torch.device(args.device)
-    model = AutoModelForSequenceClassification.from_pretrained(minilm_path(), num_labels=3).to(device).eval()
+    if args.arch == "minilm":
+        model = AutoModelForSequenceClassification.from_pretrained(minilm_path(), num_labels=3)
+    else:
+        torch.manual_seed(0)
+        config = LlamaConfig(hidden_size=384, intermediate_size=1024, num_hidden_layers=6, num_attention_heads=6,
+                             num_key_value_heads=2, vocab_size=32000, pad_token_id=0, bos_token_id=1, eos_token_id=2,
+                             num_labels=3)
+        model = LlamaForSequenceClassification(config)
+    model = model.to(device).eval()
     generator = torch.Generator().manual_seed(0)
     ids = torch.randint(1000, 20000, (args.batch, args.tokens), generator=generator)
     ids[:, 0], ids[:, -1] = 101, 102
@@ -84,6 +96,8 @@ def main() -> None:
         ConservativeLRP(),
         AttnLRP(),
     ]
+    if args.methods is not None:
+        methods = [m for m in methods if m.name in args.methods]
     results: dict[str, float] = {}
     for method in methods:
         key = method.name if not isinstance(method, (LeGrad, AttentionShapley)) else repr(method)
@@ -93,6 +107,7 @@ def main() -> None:
     grad_sam = _median_seconds(lambda: explain(model, inputs, [GradSAM()], modality=modality), args.repeats, device)
     shared = _median_seconds(lambda: explain(model, inputs, group, modality=modality), args.repeats, device)
     report = {
+        "arch": args.arch,
         "device": str(device),
         "batch": args.batch,
         "tokens": args.tokens,
