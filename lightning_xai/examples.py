@@ -54,20 +54,21 @@ ARCHITECTURES: Mapping[str, str] = MappingProxyType(
         **{name: name for name in ("bert", "roberta", "distilbert", "electra", "albert", "modernbert", "deberta_v2",
                                    "mpnet")},
         "xlm_roberta": "roberta",
-        **{name: name for name in ("vit", "deit", "deit_with_teacher", "beit", "dinov2")},
+        **{name: name for name in ("vit", "deit", "deit_with_teacher", "beit", "dinov2", "data2vec_vision", "swin")},
+        "clip": "clip_vision",
         **dict.fromkeys(("llama", "qwen2", "qwen3", "mistral", "gemma", "gemma2", "phi3"), "decoder"),
         "gpt2": "gpt2",
         "opt": "generic",  # a decoder of no family: the generic fallback
     }
 )
 #: The vision architectures (the others take token ids).
-VISION = frozenset({"vit", "deit", "deit_with_teacher", "beit", "dinov2"})
+VISION = frozenset({"vit", "deit", "deit_with_teacher", "beit", "dinov2", "data2vec_vision", "swin", "clip"})
 _HF_NAMES = {
     "bert": "Bert", "roberta": "Roberta", "distilbert": "DistilBert", "electra": "Electra", "albert": "Albert",
     "modernbert": "ModernBert", "xlm_roberta": "XLMRoberta", "vit": "ViT", "deit": "DeiT", "beit": "Beit",
     "dinov2": "Dinov2", "llama": "Llama", "qwen2": "Qwen2", "qwen3": "Qwen3", "mistral": "Mistral",
     "gemma": "Gemma", "gemma2": "Gemma2", "phi3": "Phi3", "gpt2": "GPT2", "deberta_v2": "DebertaV2",
-    "mpnet": "MPNet", "opt": "OPT",
+    "mpnet": "MPNet", "opt": "OPT", "data2vec_vision": "Data2VecVision", "swin": "Swin", "clip": "CLIP",
 }
 
 
@@ -118,6 +119,14 @@ def tiny_classifier(
         "deberta_v2": dict(text, pad_token_id=0, max_relative_positions=8, position_buckets=4, pooler_hidden_size=16,
                            **wide),
         "mpnet": dict(text, pad_token_id=0, **wide),
+        "data2vec_vision": dict(vision, **wide),
+        "swin": dict(image_size=image_size, patch_size=patch_size, embed_dim=16, depths=[1, 1], num_heads=[2, 2],
+                     window_size=2, num_labels=num_labels, **wide),
+        "clip": dict(vision_config=dict(hidden_size=16, intermediate_size=24, num_hidden_layers=layers,
+                                        num_attention_heads=2, image_size=image_size, patch_size=patch_size),
+                     text_config=dict(hidden_size=16, intermediate_size=24, num_hidden_layers=1,
+                                      num_attention_heads=2, vocab_size=vocab_size),
+                     num_labels=num_labels),
         "opt": dict(hidden_size=16, num_hidden_layers=layers, ffn_dim=24, num_attention_heads=2, vocab_size=vocab_size,
                     word_embed_proj_dim=16, pad_token_id=0, bos_token_id=2, eos_token_id=3, num_labels=num_labels,
                     max_position_embeddings=64, **wide),

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from torch import Tensor, nn
 
-from lightning_xai.capture.base import eager_forward
+from lightning_xai.capture.base import eager_forward, first_tensor, with_first
 from lightning_xai.errors import LightningXAIError, NonFiniteExplanationError
 from lightning_xai.explainers.base import Explainer, ForwardPass
 from lightning_xai.families import ModelFamily, resolve_family
@@ -58,25 +58,28 @@ def gradients_enabled() -> Iterator[None]:
 
 
 @contextmanager
-def recorded_input_embeddings(model: nn.Module) -> Iterator[list[Tensor]]:
-    """Record the output of ``model.get_input_embeddings()`` and make it require grad.
+def recorded_input_embeddings(model: nn.Module, module: nn.Module | None = None) -> Iterator[list[Tensor]]:
+    """Record the output of ``module`` (default ``model.get_input_embeddings()``) and make it require grad.
 
     Requiring grad keeps attention differentiable even when every parameter is frozen; the recorded tensor is the
     live input of the rest of the network (gradient x input methods read it). The hook is removed on exit.
     """
     recorded: list[Tensor] = []
-    get_embeddings = getattr(model, "get_input_embeddings", None)
-    embeddings = get_embeddings() if callable(get_embeddings) else None
+    embeddings = module
+    if embeddings is None:
+        get_embeddings = getattr(model, "get_input_embeddings", None)
+        embeddings = get_embeddings() if callable(get_embeddings) else None
     if not isinstance(embeddings, nn.Module):
         yield recorded
         return
 
-    def hook(_module: nn.Module, _args: object, output: Tensor) -> Tensor | None:
-        if not (isinstance(output, Tensor) and output.is_floating_point()):
+    def hook(_module: nn.Module, _args: object, output: Any) -> Any:
+        tensor = first_tensor(output)
+        if tensor is None or not tensor.is_floating_point():
             return None
-        replaced = None if output.requires_grad else output.detach().requires_grad_()
-        recorded.append(output if replaced is None else replaced)
-        return replaced
+        replaced = None if tensor.requires_grad else tensor.detach().requires_grad_()
+        recorded.append(tensor if replaced is None else replaced)
+        return None if replaced is None else with_first(output, replaced)
 
     handle = embeddings.register_forward_hook(hook)
     try:
@@ -124,10 +127,14 @@ def explain(
     family = family if family is not None else resolve_family(model)
     family.check(explainers)
     capture = family.capture()
+    # the input embeddings, or where the family has none on the token axis, the embedding output: made to require
+    # grad so that attention stays differentiable with frozen parameters
+    has_input_embeddings = "input_embeddings" not in family.missing_capabilities()
+    gradient_source = family.word_embeddings() if has_input_embeddings else family.embeddings_output()
     results: dict[str, Explanation] = {}
     with gradients_enabled(), eager_forward(model):
         cloned = {key: value.clone() for key, value in inputs.items()}  # inference tensors -> autograd tensors
-        with capture.record() as record, recorded_input_embeddings(model) as embeddings:
+        with capture.record() as record, recorded_input_embeddings(model, gradient_source) as embeddings:
             logits = logits_of(model(**cloned))
         if logits.dim() != 2:
             raise LightningXAIError(
@@ -139,7 +146,7 @@ def explain(
                 f"No attention was recorded during the forward of {type(model).__name__}: its attention layers do not "
                 f"call the transformers AttentionInterface, which its family ({family.name}) relies on."
             )
-        num_tokens = record.attentions[0].shape[-1]
+        num_tokens = family.token_count(cloned, record)
         valid, special = modality.token_masks(cloned, num_tokens)
         forward = ForwardPass(
             inputs=cloned,
@@ -149,7 +156,7 @@ def explain(
             special_mask=special,
             target=resolve_target(target, logits, labels),
             hidden_states=list(record.hidden_states) or None,
-            input_embeddings=embeddings[0] if len(embeddings) == 1 else None,
+            input_embeddings=embeddings[0] if has_input_embeddings and len(embeddings) == 1 else None,
             model=model,
             capture=capture,
             modality=modality,

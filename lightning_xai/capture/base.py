@@ -10,7 +10,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from torch import Tensor, nn
 
@@ -53,6 +53,31 @@ class AttentionCapture(ABC):
     @contextmanager
     def record(self) -> Iterator[AttentionRecord]:
         """Put the model in eval mode with a recording attention path; restore everything on exit."""
+
+
+def first_tensor(output: Any) -> Tensor | None:
+    """A module's output tensor: the output itself, or the first item of a tuple.
+
+    Swin's and Data2Vec's embeddings return ``(tokens, grid size)``.
+    """
+    if isinstance(output, Tensor):
+        return output
+    if isinstance(output, (tuple, list)) and output and isinstance(output[0], Tensor):
+        return output[0]
+    return None
+
+
+def with_first(output: Any, tensor: Tensor) -> Any:
+    """``output`` with its tensor (see :func:`first_tensor`) replaced by ``tensor``.
+
+    Example:
+        >>> import torch
+        >>> with_first((torch.zeros(1), (2, 3)), torch.ones(1))
+        (tensor([1.]), (2, 3))
+    """
+    if isinstance(output, (tuple, list)):
+        return type(output)([tensor, *output[1:]])
+    return tensor
 
 
 @contextmanager

@@ -11,6 +11,7 @@ install permanent hooks.
 from __future__ import annotations
 
 import inspect
+import types
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, ClassVar
@@ -34,6 +35,9 @@ class ModuleHookCapture(AttentionCapture):
         attention_modules: the modules returning ``(output, probabilities)`` when ``output_attentions`` is set,
             in layer order.
         layer_modules: the transformer layers whose outputs are the hidden states, in layer order.
+        eager_class: the attention class whose ``forward`` computes the probabilities; a module of a subclass that
+            cannot return them (an SDPA variant) runs this ``forward`` for the pass (bound on the instance, removed
+            on exit).
     """
 
     family: ClassVar[str] = "module hooks"
@@ -42,11 +46,16 @@ class ModuleHookCapture(AttentionCapture):
     probabilities_index: ClassVar[int] = 1
 
     def __init__(
-        self, model: nn.Module, attention_modules: Sequence[nn.Module], layer_modules: Sequence[nn.Module]
+        self,
+        model: nn.Module,
+        attention_modules: Sequence[nn.Module],
+        layer_modules: Sequence[nn.Module],
+        eager_class: type[nn.Module] | None = None,
     ) -> None:
         super().__init__(model)
         self.attention_modules = list(attention_modules)
         self.layer_modules = list(layer_modules)
+        self.eager_class = eager_class
 
     @classmethod
     def supports(cls, model: nn.Module) -> bool:
@@ -77,9 +86,18 @@ class ModuleHookCapture(AttentionCapture):
         handles = [m.register_forward_pre_hook(ask, with_kwargs=True) for m in self.attention_modules]
         handles += [m.register_forward_hook(keep_probabilities) for m in self.attention_modules]
         handles += [m.register_forward_hook(keep_output) for m in self.layer_modules]
+        rebound = [m for m in self.attention_modules if self._needs_eager(m)]
         try:
+            for module in rebound:  # the instance's forward only, for this pass
+                module.forward = types.MethodType(self.eager_class.forward, module)  # type: ignore[union-attr]
             with eval_mode(self.model):
                 yield record
         finally:
+            for module in rebound:
+                module.__dict__.pop("forward", None)
             for handle in handles:
                 handle.remove()
+
+    def _needs_eager(self, module: nn.Module) -> bool:
+        cls = self.eager_class
+        return cls is not None and type(module).forward is not cls.forward and isinstance(module, cls)

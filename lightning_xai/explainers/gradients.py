@@ -21,12 +21,12 @@ embedding layer (position embeddings, prefix tokens, masks) is the model's own. 
 
 from __future__ import annotations
 
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 from torch import Tensor, nn
 
-from lightning_xai.capture.base import eager_forward, eval_mode
+from lightning_xai.capture.base import eager_forward, eval_mode, first_tensor, with_first
 from lightning_xai.errors import LightningXAIError
 from lightning_xai.explainers.base import Explainer, ForwardPass
 from lightning_xai.modalities.base import select
@@ -121,6 +121,7 @@ def integrated_gradients(
     steps: int = 20,
     baseline: Baseline = "zero",
     max_batch_size: int = 64,
+    embeddings: nn.Module | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Integrated gradients on the output of ``model.get_input_embeddings()``, batched over steps.
 
@@ -135,25 +136,26 @@ def integrated_gradients(
         steps: ``m``, points of the right Riemann sum ``k/m``, ``k = 1..m``.
         baseline: ``"zero"`` (zero embeddings) or a token id whose embedding is the baseline at every position.
         max_batch_size: most interpolated rows per forward.
+        embeddings: the input-embedding module (default ``model.get_input_embeddings()``; the family's).
 
     Returns:
         ``([B, P] IG per embedding position (signed), [B] completeness gap sum(IG) - (y_c(e) - y_c(e')))``.
     """
     if steps < 1 or max_batch_size < 1:
         raise ValueError(f"steps and max_batch_size must be >= 1, got {steps} and {max_batch_size}")
-    module = _embedding_module(model)
+    module = embeddings if embeddings is not None else _embedding_module(model)
     batch = target.shape[0]
     rows = torch.arange(batch, device=target.device).repeat(steps)  # step-major: row k*B + b
     alphas = torch.arange(1, steps + 1, device=target.device, dtype=torch.float32).repeat_interleave(batch) / steps
     state: dict[str, object] = {}
 
-    def hook(_module: nn.Module, _args: tuple, output: Tensor) -> Tensor:
-        output = output.detach()
+    def hook(_module: nn.Module, _args: tuple, full_output: Any) -> Any:
+        output = first_tensor(full_output).detach()  # type: ignore[union-attr]
         base = state["baseline"](output)  # type: ignore[operator]
         alpha = state["alpha"].to(output.dtype).view(-1, *([1] * (output.dim() - 1)))  # type: ignore[union-attr]
         scaled = (base + alpha * (output - base)).requires_grad_()
         state["scaled"], state["input"], state["base"] = scaled, output, base
-        return scaled
+        return with_first(full_output, scaled)
 
     def make_baseline(output: Tensor) -> Tensor:
         if baseline == "zero":
@@ -241,5 +243,6 @@ class IntegratedGradients(Explainer):
             steps=self.steps,
             baseline=self.baseline,
             max_batch_size=self.max_batch_size,
+            embeddings=None if forward.family is None else forward.family.word_embeddings(),
         )
         return _to_tokens(scores, forward.valid_mask.shape[1])

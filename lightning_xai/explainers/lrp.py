@@ -40,7 +40,7 @@ from torch import Tensor, nn
 from torch.overrides import TorchFunctionMode
 from transformers.pytorch_utils import Conv1D
 
-from lightning_xai.capture.base import eager_forward, eval_mode
+from lightning_xai.capture.base import eager_forward, eval_mode, first_tensor, with_first
 from lightning_xai.capture.hf import attention_implementation, eager_attention_for, register_attention_function
 from lightning_xai.errors import LightningXAIError, UnsupportedMethodError
 from lightning_xai.explainers.base import Explainer, ForwardPass
@@ -370,17 +370,19 @@ def lrp(
     num_tokens: list[int] = []
 
     def read_hook(_module: nn.Module, _args: object, output: Any) -> Any:
-        if not (isinstance(output, Tensor) and output.is_floating_point()):
+        tensor = first_tensor(output)
+        if tensor is None or not tensor.is_floating_point():
             raise LightningXAIError(f"Cannot read LRP relevance at a {type(output).__name__} output ({read_at})")
         if read:
             raise LightningXAIError(f"The {read_at} module ran twice in one forward; cannot read relevance there")
-        leaf = output.detach().requires_grad_()
+        leaf = tensor.detach().requires_grad_()
         read.append(leaf)
-        return leaf
+        return with_first(output, leaf)
 
     def count_hook(_module: nn.Module, _args: object, output: Any) -> None:
-        if isinstance(output, Tensor):
-            num_tokens.append(output.shape[1])
+        tensor = first_tensor(output)
+        if tensor is not None:
+            num_tokens.append(tensor.shape[1])
 
     with torch.inference_mode(False), torch.enable_grad():
         cloned = {key: value.clone() if isinstance(value, Tensor) else value for key, value in inputs.items()}

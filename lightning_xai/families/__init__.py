@@ -3,7 +3,8 @@
 Example:
     >>> list(list_families())  # doctest: +NORMALIZE_WHITESPACE
     ['bert', 'roberta', 'distilbert', 'electra', 'albert', 'modernbert', 'deberta_v2', 'mpnet', 'vit',
-     'deit_with_teacher', 'deit', 'beit', 'dinov2', 'decoder', 'gpt2', 'generic']
+     'deit_with_teacher', 'deit', 'beit', 'dinov2', 'data2vec_vision', 'swin', 'clip_vision', 'decoder', 'gpt2',
+     'generic']
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from lightning_xai.families.albert import AlbertFamily
 from lightning_xai.families.base import CAPABILITIES, ENCODER_LRP_RULES, LRPRule, ModelFamily
 from lightning_xai.families.beit import BeitFamily
 from lightning_xai.families.bert import BertFamily
+from lightning_xai.families.clip import ClipVisionFamily
+from lightning_xai.families.data2vec_vision import Data2VecVisionFamily
 from lightning_xai.families.deberta import DebertaV2Family
 from lightning_xai.families.decoder import DecoderFamily
 from lightning_xai.families.deit import DeiTFamily, DeiTWithTeacherFamily
@@ -28,6 +31,7 @@ from lightning_xai.families.gpt2 import GPT2Family
 from lightning_xai.families.modernbert import ModernBertFamily
 from lightning_xai.families.mpnet import MPNetFamily
 from lightning_xai.families.roberta import RobertaFamily
+from lightning_xai.families.swin import SwinFamily
 from lightning_xai.families.vit import ViTFamily
 
 _FAMILIES: Registry[type[ModelFamily]] = Registry("model family", "model families")
@@ -85,11 +89,17 @@ register_family(DeiTWithTeacherFamily)
 register_family(DeiTFamily)
 register_family(BeitFamily)
 register_family(Dinov2Family)
+register_family(Data2VecVisionFamily)
+register_family(SwinFamily)
+register_family(ClipVisionFamily)
 register_family(DecoderFamily)
 register_family(GPT2Family)
 register_family(GenericFamily)  # last: the fallback for any other model on the AttentionInterface
 
 __all__ = [
+    "SwinFamily",
+    "Data2VecVisionFamily",
+    "ClipVisionFamily",
     "MPNetFamily",
     "GenericFamily",
     "DebertaV2Family",

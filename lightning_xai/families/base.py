@@ -28,7 +28,7 @@ import transformers.activations as hf_activations
 from torch import Tensor, nn
 from transformers.pytorch_utils import Conv1D
 
-from lightning_xai.capture.base import AttentionCapture
+from lightning_xai.capture.base import AttentionCapture, AttentionRecord
 from lightning_xai.capture.hf import HFAttentionCapture
 from lightning_xai.errors import LightningXAIError, UnsupportedMethodError
 from lightning_xai.types import ModelInputs
@@ -142,6 +142,13 @@ class ModelFamily(ABC):
             valid_mask: ``[B, N]`` real (non-padding) tokens of the batch.
         """
         return torch.zeros(valid_mask.shape[0], dtype=torch.long, device=valid_mask.device)
+
+    def token_count(self, inputs: ModelInputs, record: AttentionRecord) -> int:
+        """Tokens on the model's token axis in this pass: the recorded attention's by default.
+
+        A family whose attention maps are not over one token axis (Swin's windows) counts them otherwise.
+        """
+        return int(record.attentions[0].shape[-1])
 
     @abstractmethod
     def read_out(self, hidden: Tensor, rows: Tensor) -> Tensor:

@@ -4,7 +4,8 @@ The head pools ``classifier_pooling="cls"`` (row 0, the default) or ``"mean"`` (
 with mean pooling no single row carries the prediction, so the attention-row methods and LeGrad's read-out are
 refused. LRP is refused: the GLU MLP's product ``act(input) * gate`` has no rule here yet (it would silently get a
 plain gradient). Gradient x input and integrated gradients are refused: the embeddings are LayerNorm-ed before any
-position embedding is added, so every token's map would be zero up to rounding.
+position embedding is added, so the model is invariant to scaling each of them (but for the LayerNorm's epsilon)
+and by Euler's theorem every token's map would show that epsilon, not the model.
 """
 
 from __future__ import annotations
@@ -24,11 +25,9 @@ class ModernBertFamily(TextEncoderFamily):
     model_classes = (ModernBertForSequenceClassification,)
     unsupported = {
         "lrp_rules": "its GLU MLP (act(input) * gate) has no LRP rule here yet",
-        # LayerNorm(token embedding) with nothing added first is invariant to scaling each token's embedding, so
-        # x . grad_x f = 0 (Euler): gradient x input and IG on the embeddings would be pure rounding noise
         "input_embeddings": "its token embeddings are LayerNorm-ed before anything is added (RoPE adds no "
-        "position embedding), so the model is scale-invariant in each input embedding and gradient x input is zero "
-        "up to rounding",
+        "position embedding), so the model is scale-invariant in each input embedding and gradient x input shows "
+        "only the LayerNorm's epsilon",
     }
 
     def missing_capabilities(self) -> dict[str, str]:

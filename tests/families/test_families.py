@@ -28,6 +28,10 @@ EXPECTED_REFUSALS = {
     "deberta_v2": {"lrp_rules"},  # disentangled attention computed inside its module
     "mpnet": {"lrp_rules"},  # relative position bias inside its module
     "opt": {"prediction_row", "head_readout", "lrp_rules"},  # no family: the generic fallback
+    "data2vec_vision": {"prediction_row", "lrp_rules"},  # mean-pooled; attention inside its own modules
+    "swin": {"attentions", "attention_gradients", "hidden_states", "prediction_row", "head_readout",  # windows
+             "input_embeddings"},  # LN(patch embedding): x . grad = 0
+    "clip": {"prediction_row", "input_embeddings"},  # patch-mean head; conv patch embedding
 }
 
 
@@ -38,7 +42,7 @@ def test_read_out_of_the_last_layer_reproduces_the_logits(family):
     inputs = make_inputs(family, batch=3)
     resolved = resolve_family(model)
     if "head_readout" in EXPECTED_REFUSALS.get(family, set()):
-        with pytest.raises(LightningXAIError, match="no family"):
+        with pytest.raises(LightningXAIError, match="no family|grids of different sizes"):
             resolved.read_out(torch.zeros(3, 9, 16), torch.zeros(3, dtype=torch.long))
         return
     with torch.no_grad(), resolved.capture().record() as record:
@@ -121,7 +125,7 @@ def test_the_family_builds_the_modality():
         vision.token_masks(inputs, 18)  # a DeiT-shaped sequence is not a ViT's
 
 
-@pytest.mark.parametrize("architecture", ["electra", "xlm_roberta", "albert", "beit", "dinov2"])
+@pytest.mark.parametrize("architecture", ["electra", "xlm_roberta", "albert", "beit", "dinov2", "swin", "clip"])
 def test_cp_lrp_is_conservative_without_biases(architecture):
     """Biases zeroed, read at the embedding output: the relevance sums to the explained logit (1e-5 relative)."""
     from lightning_xai.explainers.lrp import cp_lrp
@@ -160,3 +164,31 @@ def test_an_in_place_compiled_model_is_explained_through_its_eager_modules():
         torch.testing.assert_close(got[name].relevance, explanation.relevance, msg=name)
     with torch.no_grad():
         assert torch.all(model(**inputs).logits == 0)  # restored
+
+
+@pytest.mark.parametrize(("architecture", "scale_invariant"), [("modernbert", True), ("swin", True), ("bert", False)])
+def test_the_reason_for_refusing_gradient_x_input_holds(architecture, scale_invariant):
+    """LayerNorm right after the input embeddings: each token's x . d logit / dx vanishes (Euler: LN is invariant to
+    scaling its input, but for its epsilon), so a gradient x input map would show the epsilon, not the model."""
+    model = make_model(architecture, num_labels=3).double()
+    inputs = {k: v.double() if v.is_floating_point() else v for k, v in make_inputs(architecture, batch=2).items()}
+    recorded = []
+
+    def keep(_module, _args, output):
+        tensor = output[0] if isinstance(output, tuple) else output
+        recorded.append(tensor.detach().requires_grad_())
+        return (recorded[-1], *output[1:]) if isinstance(output, tuple) else recorded[-1]
+
+    handle = model.get_input_embeddings().register_forward_hook(keep)
+    try:
+        logits = model(**inputs).logits
+    finally:
+        handle.remove()
+    (gradient,) = torch.autograd.grad(logits[:, 1].sum(), recorded[0])
+    per_token = (recorded[0] * gradient).sum(-1).abs()
+    scale = (recorded[0].abs() * gradient.abs()).sum(-1)
+    ratio = per_token[scale > 0] / scale[scale > 0]
+    if scale_invariant:
+        assert float(ratio.max()) < 1e-3
+    else:  # BERT adds position and type embeddings first: a real map
+        assert float(ratio.median()) > 1e-2
