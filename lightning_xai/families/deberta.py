@@ -5,6 +5,8 @@ ModuleHookCapture`): its probabilities include the content-to-position and posit
 uses them. Prediction row: ``[CLS]`` (row 0, the context pooler's token); read-out ``classifier(pooler(h[CLS]))``.
 LRP is refused: the attention scores, with their relative-position terms, are computed inside the module, so the
 AH rule (CP-LRP) and the uniform rule (AttnLRP) cannot be applied there (they would silently be plain gradients).
+With DeBERTa-v3's embeddings (``position_biased_input=False``, no token types) nothing is added to a token's
+embedding before its LayerNorm, so gradient x input and integrated gradients are refused as for ModernBERT.
 """
 
 from __future__ import annotations
@@ -39,6 +41,18 @@ class DebertaV2Family(TextEncoderFamily):
             [m for m in modules if isinstance(m, DisentangledSelfAttention)],
             [m for m in modules if isinstance(m, DebertaV2Layer)],
         )
+
+    def missing_capabilities(self) -> dict[str, str]:
+        """DeBERTa-v3's embeddings (no absolute positions, no token types) are LayerNorm-ed as they are."""
+        missing = super().missing_capabilities()
+        embeddings = self.model.deberta.embeddings
+        if not embeddings.position_biased_input and embeddings.token_type_embeddings is None:
+            missing["input_embeddings"] = (
+                "its token embeddings are LayerNorm-ed before anything is added (position_biased_input=False, no "
+                "token types: DeBERTa-v3), so the model is scale-invariant in each input embedding and gradient x "
+                "input shows only the LayerNorm's epsilon"
+            )
+        return missing
 
     def read_out(self, hidden: Tensor, rows: Tensor) -> Tensor:
         """``classifier(act(pooler.dense(h[CLS])))`` (the pooler's and head's dropouts skipped)."""

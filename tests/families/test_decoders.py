@@ -59,7 +59,7 @@ def test_left_and_right_padding_give_the_same_maps(architecture):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5, msg=name)
 
 
-@pytest.mark.parametrize("architecture", ["llama", "qwen3", "phi3", "gpt2"])
+@pytest.mark.parametrize("architecture", ["llama", "qwen2", "qwen3", "mistral", "gemma", "phi3", "gpt2"])
 def test_cp_lrp_is_conservative_without_biases(architecture):
     """Biases zeroed: the relevance at the embeddings sums to the explained logit (RMSNorm/LN, gated MLP, GQA)."""
     model = make_model(architecture, num_labels=3)

@@ -125,7 +125,9 @@ def test_the_family_builds_the_modality():
         vision.token_masks(inputs, 18)  # a DeiT-shaped sequence is not a ViT's
 
 
-@pytest.mark.parametrize("architecture", ["electra", "xlm_roberta", "albert", "beit", "dinov2", "swin", "clip"])
+@pytest.mark.parametrize(
+    "architecture", ["deit_with_teacher", "electra", "xlm_roberta", "albert", "beit", "dinov2", "swin", "clip"]
+)
 def test_cp_lrp_is_conservative_without_biases(architecture):
     """Biases zeroed, read at the embedding output: the relevance sums to the explained logit (1e-5 relative)."""
     from lightning_xai.explainers.lrp import cp_lrp
@@ -166,11 +168,20 @@ def test_an_in_place_compiled_model_is_explained_through_its_eager_modules():
         assert torch.all(model(**inputs).logits == 0)  # restored
 
 
-@pytest.mark.parametrize(("architecture", "scale_invariant"), [("modernbert", True), ("swin", True), ("bert", False)])
+@pytest.mark.parametrize(
+    ("architecture", "scale_invariant"),
+    [("modernbert", True), ("swin", True), ("deberta_v3", True), ("deberta_v2", False), ("bert", False),
+     ("mpnet", False)],
+)
 def test_the_reason_for_refusing_gradient_x_input_holds(architecture, scale_invariant):
     """LayerNorm right after the input embeddings: each token's x . d logit / dx vanishes (Euler: LN is invariant to
     scaling its input, but for its epsilon), so a gradient x input map would show the epsilon, not the model."""
-    model = make_model(architecture, num_labels=3).double()
+    model = make_model("deberta_v2" if architecture == "deberta_v3" else architecture, num_labels=3).double()
+    if architecture == "deberta_v3":  # v3 checkpoints add no absolute position embedding before the LayerNorm
+        model.deberta.embeddings.position_biased_input = False
+    family = resolve_family(model)
+    assert ("input_embeddings" in family.missing_capabilities()) == scale_invariant
+    architecture = "deberta_v2" if architecture == "deberta_v3" else architecture
     inputs = {k: v.double() if v.is_floating_point() else v for k, v in make_inputs(architecture, batch=2).items()}
     recorded = []
 
