@@ -13,7 +13,7 @@ STAMP := $(VENV)/.bootstrapped
 bootstrap: $(STAMP)
 
 # torch first and pinned, then everything else constrained to that torch so nothing can replace it.
-$(STAMP): pyproject.toml Makefile
+$(STAMP): pyproject.toml setup.py Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --upgrade pip
 	$(BIN)/pip install "$(TORCH)"

