@@ -19,6 +19,7 @@ import torch
 
 from lightning_xai.keys import JSONL_NAME, LogKeys, heatmap_path
 from lightning_xai.metrics import rank_correlation
+from lightning_xai.sinks.files import runs_in
 from lightning_xai.viz import token_heatmap_html
 
 _PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf"]
@@ -42,7 +43,18 @@ def find_record(run_dir: str | os.PathLike[str]) -> Path:
 
 
 def load_epochs(path: Path) -> list[dict[str, Any]]:
-    """Every epoch record, in file order (a resumed run may repeat an epoch: the last record wins)."""
+    """Every epoch record, in file order (a resumed run may repeat an epoch: the last record wins).
+
+    Raises:
+        ValueError: the file holds the records of more than one run (they would be shown as one).
+    """
+    runs = runs_in(path)
+    if len(runs) > 1:
+        raise ValueError(
+            f"{path} holds the records of {len(runs)} runs ({', '.join(str(r) for r in runs)}): a report shows one "
+            "run. Report each run's own folder (every run now writes its own; this file was appended to by runs "
+            "of an older version), or split the file by its 'run' field."
+        )
     by_epoch: dict[int, dict[str, Any]] = {}
     for line in path.read_text(encoding="utf-8").splitlines():
         if line.strip():

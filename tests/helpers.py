@@ -230,3 +230,9 @@ def image_loaders(batch_size: int = 8, n_train: int = 32, n_val: int = 16):
                        generator=torch.Generator().manual_seed(0))
     val = DataLoader(TensorDataset(x[n_train:], y[n_train:]), batch_size=batch_size)
     return train, val
+
+
+def run_record(root: Path) -> Path:
+    """The one explanation record (explanations.jsonl) a run without a versioned logger wrote below ``root``."""
+    (record,) = Path(root).rglob("explanations.jsonl")
+    return record

@@ -7,7 +7,6 @@ scheduled validation, logs the scalars with ``pl_module.log`` and hands one repo
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -29,6 +28,7 @@ from lightning_xai.modalities import Modality
 from lightning_xai.probe import ProbeSet, forward_parameters
 from lightning_xai.scoring import Scoreboard, metric_name
 from lightning_xai.sinks import Sink, publish, sinks_for
+from lightning_xai.sinks.files import files_directory, new_run_id
 from lightning_xai.types import Explanation
 
 try:  # One class that both `lightning.pytorch.Trainer` and `pytorch_lightning.Trainer` accept as a callback.
@@ -78,7 +78,8 @@ class ExplanationMonitor(*_CALLBACK_BASES):  # type: ignore[misc]
             ``"raise"``: the error surfaces with its context.
         write_files: also write PNG/HTML heatmaps and a JSON line per epoch (scores + maps) on rank zero, whatever
             the loggers (read by ``lightning-xai report``).
-        files_dir: where those files go (default: ``<trainer.log_dir>/xai``).
+        files_dir: where those files go (default: ``<trainer.log_dir>/xai`` for TensorBoard and CSV loggers, else a
+            new ``<log dir>/xai/run_<id>``; nothing under ``fast_dev_run``). Runs never share a record.
         removal: how metrics remove tokens unless a metric says otherwise (None: the family's default: the mask token
             for encoders, the attention mask for decoders, which have no mask token; vision: a baseline).
         token_budget: most ``rows x tokens^2`` per explanation chunk (attention memory; default 32 rows of 128
@@ -155,6 +156,8 @@ class ExplanationMonitor(*_CALLBACK_BASES):  # type: ignore[misc]
         self.removal = removal
         #: epoch -> {logged key: value}, for every scheduled validation so far.
         self.history: dict[int, dict[str, float]] = {}
+        #: Written on every record of this run (kept in checkpoints: a resumed run continues its own record).
+        self.run_id = new_run_id()
         self.probe = ProbeSet(num_samples)
         #: method -> its maps of the probe set at the previous scheduled validation (stability).
         self._previous_maps: dict[str, Explanation] = {}
@@ -192,9 +195,11 @@ class ExplanationMonitor(*_CALLBACK_BASES):  # type: ignore[misc]
             [e.name for e in self._active], self._active_metrics, self.keys, self.policy, random
         )
         # `trainer.log_dir` broadcasts from rank 0: every rank must evaluate it, or the collectives mismatch
-        log_dir = self.files_dir or os.path.join(trainer.log_dir or trainer.default_root_dir, "xai")
-        files_dir = log_dir if self.write_files else None
-        self._sinks = sinks_for(trainer.loggers, files_dir) if trainer.is_global_zero else []
+        log_dir = trainer.log_dir or trainer.default_root_dir
+        versioned = bool(trainer.loggers) and type(trainer.loggers[0]).__name__ in ("TensorBoardLogger", "CSVLogger")
+        files_dir = files_directory(self.files_dir, log_dir, versioned, bool(getattr(trainer, "fast_dev_run", 0)),
+                                    self.run_id) if self.write_files else None
+        self._sinks = sinks_for(trainer.loggers, files_dir, self.run_id) if trainer.is_global_zero else []
 
     def on_validation_batch_end(
         self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int, dataloader_idx: int = 0
@@ -248,6 +253,7 @@ class ExplanationMonitor(*_CALLBACK_BASES):  # type: ignore[misc]
         """History of logged values and the probe set (CPU tensors), so a resumed run explains the same samples."""
         return {
             "history": {int(k): dict(v) for k, v in self.history.items()},
+            "run_id": self.run_id,
             **self.probe.state_dict(),
             "previous_maps": engine.maps_state(self._previous_maps),
             "world_size": runtime.world_size(),
@@ -261,6 +267,10 @@ class ExplanationMonitor(*_CALLBACK_BASES):  # type: ignore[misc]
         (the distributed sampler gives each rank the same samples as before when the loader does not shuffle).
         """
         self.history = {int(k): dict(v) for k, v in state_dict.get("history", {}).items()}
+        self.run_id = state_dict.get("run_id", self.run_id)
+        for sink in self._sinks:  # restored after setup: the files sink continues this run's own record
+            if hasattr(sink, "run_id"):
+                sink.run_id = self.run_id
         if state_dict.get("world_size", 1) != 1 or runtime.world_size() != 1:
             return
         if self.probe.load_state_dict(state_dict):

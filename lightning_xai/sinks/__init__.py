@@ -25,10 +25,10 @@ def register_sink(cls: type[Sink]) -> type[Sink]:
     return cls
 
 
-def sinks_for(loggers: Iterable[Any], files_dir: str | None = None) -> list[Sink]:
+def sinks_for(loggers: Iterable[Any], files_dir: str | None = None, run_id: str | None = None) -> list[Sink]:
     """Every registered sink's instances for a run: one per accepted logger, plus files when ``files_dir`` is set."""
     loggers = list(loggers)
-    return [sink for cls in _SINKS for sink in cls.for_run(loggers, files_dir)]
+    return [sink for cls in _SINKS for sink in cls.for_run(loggers, files_dir, run_id)]
 
 
 def publish(

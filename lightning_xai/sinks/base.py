@@ -38,8 +38,8 @@ class Sink(ABC):
         return cls.logger_class is not None and cls.logger_class in logger_class_names(logger)
 
     @classmethod
-    def for_run(cls, loggers: Iterable[Any], files_dir: str | None = None) -> list[Sink]:
-        """The instances of this sink for a run with ``loggers`` (and the files directory, when files are on)."""
+    def for_run(cls, loggers: Iterable[Any], files_dir: str | None = None, run_id: str | None = None) -> list[Sink]:
+        """The instances of this sink for a run with ``loggers`` (the files directory when files are on, the run)."""
         return [cls(logger) for logger in loggers if cls.accepts(logger)]
 
     def __init__(self, logger: Any) -> None:

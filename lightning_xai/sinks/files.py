@@ -1,8 +1,10 @@
 """Files beside the run: PNG heatmaps, HTML token heatmaps and one JSON line per epoch with scores and maps.
 
 Written on rank zero whatever the loggers (CSVLogger, MLflowLogger, none), unless the monitor's ``write_files`` is
-off, so nothing computed is lost; ``lightning-xai report`` reads these files. Layout under ``<directory>`` (paths
-from :mod:`lightning_xai.keys`)::
+off, so nothing computed is lost; ``lightning-xai report`` reads these files. Runs never mix: every JSON line names
+its run, a folder that already holds another run's record is not appended to (the run writes into
+``<directory>/run_<id>`` instead, with a warning), and :func:`files_directory` gives each run its own folder.
+Layout under ``<directory>`` (paths from :mod:`lightning_xai.keys`)::
 
     explanations.jsonl                      one line per scheduled validation: scalars + probe samples' maps
     epoch_003/grad_sam/sample_00.png        rendered heatmap
@@ -15,6 +17,9 @@ from __future__ import annotations
 
 import json
 import os
+import time
+import uuid
+import warnings
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -24,7 +29,52 @@ import numpy as np
 from lightning_xai.keys import JSONL_NAME, epoch_heatmaps, evolution_path, heatmap_path
 from lightning_xai.sinks.base import EpochReport, ProbeSample, Sink
 
-__all__ = ["JSONL_NAME", "FilesSink", "sample_record"]
+__all__ = ["JSONL_NAME", "FilesSink", "files_directory", "new_run_id", "runs_in", "sample_record"]
+
+
+def new_run_id() -> str:
+    """A run id: the start time and a random suffix (``20261130-131500-3fa2c1``)."""
+    return f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
+
+
+def files_directory(
+    requested: str | None, log_dir: str, versioned: bool, fast_dev_run: bool, run_id: str
+) -> str | None:
+    """Where a run's files go, so that two runs never share a record.
+
+    Args:
+        requested: the folder the user asked for (``files_dir=``): used as given.
+        log_dir: the trainer's log directory (or its root directory).
+        versioned: whether ``log_dir`` is the run's own versioned folder (TensorBoard and CSV loggers).
+        fast_dev_run: a smoke test: nothing is written unless a folder was asked for.
+        run_id: the run's id.
+
+    Returns:
+        ``requested``; else ``<log_dir>/xai`` for a versioned logger; else ``<log_dir>/xai/run_<run id>``; None
+        under ``fast_dev_run`` without a requested folder.
+
+    Example:
+        >>> files_directory(None, "runs/demo/version_3", True, False, "r1")
+        'runs/demo/version_3/xai'
+        >>> files_directory(None, ".", False, False, "r1"), files_directory(None, ".", False, True, "r1")
+        ('./xai/run_r1', None)
+    """
+    if requested is not None:
+        return requested
+    if fast_dev_run:
+        return None
+    base = os.path.join(log_dir, "xai")
+    return base if versioned else os.path.join(base, f"run_{run_id}")
+
+
+def runs_in(jsonl: Path) -> list[str | None]:
+    """The run ids of a record file, in first-seen order (None for lines written before runs had ids)."""
+    runs: dict[str | None, None] = {}
+    if jsonl.exists():
+        for line in jsonl.read_text(encoding="utf-8").splitlines():
+            if line.strip():
+                runs[json.loads(line).get("run")] = None
+    return list(runs)
 
 
 def sample_record(sample: ProbeSample) -> dict[str, Any]:
@@ -46,24 +96,29 @@ class FilesSink(Sink):
     """Writes PNG/HTML/JSONL files under a directory (created on first write).
 
     Args:
-        directory: where to write, typically ``<trainer.log_dir>/xai``.
+        directory: where to write, typically ``<trainer.log_dir>/xai`` (see :func:`files_directory`).
+        run_id: the run's id, written on every JSON line (a new one by default).
     """
 
-    def __init__(self, directory: str | os.PathLike[str]) -> None:
+    def __init__(self, directory: str | os.PathLike[str], run_id: str | None = None) -> None:
         super().__init__(logger=None)
         self.directory = Path(directory)
+        self.run_id = run_id or new_run_id()
+        self._checked = False
 
     @classmethod
-    def for_run(cls, loggers: Iterable[Any], files_dir: str | None = None) -> list[Sink]:
+    def for_run(cls, loggers: Iterable[Any], files_dir: str | None = None, run_id: str | None = None) -> list[Sink]:
         """One files sink writing to ``files_dir`` when files are on (``files_dir`` given), else none."""
-        return [] if files_dir is None else [cls(files_dir)]
+        return [] if files_dir is None else [cls(files_dir, run_id)]
 
     def log_epoch(self, report: EpochReport) -> None:
         """Append the epoch's JSON line, then write its PNG and HTML files."""
         from lightning_xai.viz.png import write_png
 
+        self._own_directory()
         self.directory.mkdir(parents=True, exist_ok=True)
         record = {
+            "run": self.run_id,
             "epoch": report.epoch,
             "step": report.step,
             "prefix": report.prefix,
@@ -81,6 +136,21 @@ class FilesSink(Sink):
             if heatmap.html is not None:
                 page = f'<!DOCTYPE html><html><head><meta charset="utf-8"></head><body>{heatmap.html}</body></html>'
                 path.with_suffix(".html").write_text(page, encoding="utf-8")
+
+    def _own_directory(self) -> None:
+        """Once: if the folder holds another run's record, write into ``<folder>/run_<id>`` instead (and say so)."""
+        if self._checked:
+            return
+        self._checked = True
+        others = [run for run in runs_in(self.directory / JSONL_NAME) if run != self.run_id]
+        if others:
+            own = self.directory / f"run_{self.run_id}"
+            warnings.warn(
+                f"{self.directory} already holds the explanation record of another run ({others[0]}); this run "
+                f"({self.run_id}) writes into {own} so that the two never mix.",
+                stacklevel=2,
+            )
+            self.directory = own
 
     def _write_evolution(self, method: str | None, sample: int) -> None:
         """Rebuild one sample's evolution strip from every epoch's PNG of it (small: a few images)."""

@@ -4,7 +4,7 @@ import json
 
 import pytest
 import torch
-from helpers import collate_text, lightning_package, make_text_module_class, make_tokenizer, text_dataset
+from helpers import collate_text, lightning_package, make_text_module_class, make_tokenizer, run_record, text_dataset
 from torch.utils.data import DataLoader
 
 from lightning_xai import ExplanationMonitor
@@ -44,7 +44,7 @@ def _validate(tmp_path, devices, shards):
                          use_distributed_sampler=False, callbacks=[monitor])
     trainer.validate(_module(shards), verbose=False)
     # rank zero's record (the DDP launcher does not hand callback-logged values back to the parent process)
-    lines = (tmp_path / "xai" / "explanations.jsonl").read_text().splitlines()
+    lines = run_record(tmp_path).read_text().splitlines()
     assert len(lines) == 1  # written once, by rank zero only
     return json.loads(lines[0])
 
@@ -68,7 +68,7 @@ def _fit_two_epochs(tmp_path, devices, shards):
                          enable_checkpointing=False, use_distributed_sampler=False, callbacks=[monitor],
                          num_sanity_val_steps=0)
     trainer.fit(_module(shards))
-    lines = (tmp_path / "xai" / "explanations.jsonl").read_text().splitlines()
+    lines = run_record(tmp_path).read_text().splitlines()
     assert len(lines) == 2  # one record per epoch, written by rank zero only
     return [json.loads(line)["scalars"] for line in lines]
 

@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from helpers import collate_text, lightning_package, make_text_module_class, text_dataset, text_loaders
+from helpers import collate_text, lightning_package, make_text_module_class, run_record, text_dataset, text_loaders
 from torch.utils.data import DataLoader
 
 from lightning_xai import ExplanationMonitor
@@ -36,7 +36,7 @@ def test_stability_agreement_and_gain_equal_their_definitions(tmp_path, tokenize
     gain = random_normalised_gain(second["xai/grad_sam/deletion_auc"], second["xai/random/deletion_auc"], False)
     assert second["xai/grad_sam/deletion_auc_gain_vs_random"] == pytest.approx(float(gain), abs=1e-6)
     assert "xai/random/deletion_auc_gain_vs_random" not in second
-    records = [json.loads(line) for line in (tmp_path / "xai" / "explanations.jsonl").read_text().splitlines()]
+    records = [json.loads(line) for line in run_record(tmp_path).read_text().splitlines()]
 
     def mean_rho(a_maps, b_maps):
         values = [spearman(np.array(a), np.array(b)) for a, b in zip(a_maps, b_maps, strict=True)]

@@ -12,6 +12,7 @@ from helpers import (
     make_text_module_class,
     make_vision_module_class,
     modality_for,
+    run_record,
     text_dataset,
     text_loaders,
 )
@@ -122,7 +123,7 @@ def test_mid_epoch_validation_logs_every_validation(tmp_path, tokenizer):
     train, val = text_loaders()
     monitor = _monitor()
     _trainer(tmp_path, [monitor], val_check_interval=0.5, max_epochs=1).fit(Module(tokenizer), train, val)
-    lines = (tmp_path / "xai" / "explanations.jsonl").read_text().splitlines()
+    lines = run_record(tmp_path).read_text().splitlines()
     steps = [json.loads(line)["step"] for line in lines]
     assert len(steps) == 2 and steps[0] < steps[1]
 
@@ -233,7 +234,7 @@ def test_hostile_texts_special_only_length_one_and_long(tmp_path, tokenizer):
     monitor = _monitor(num_samples=32, num_heatmaps=4, on_error="raise")
     _trainer(tmp_path, [monitor], max_epochs=1).fit(Module(tokenizer), train, val)
     assert 0.0 <= monitor.history[0]["xai/grad_sam/deletion_auc"] <= 1.0
-    line = json.loads((tmp_path / "xai" / "explanations.jsonl").read_text().splitlines()[0])
+    line = json.loads(run_record(tmp_path).read_text().splitlines()[0])
     assert line["samples"][0]["tokens"] == [] and len(line["samples"][1]["tokens"]) == 1
 
 
@@ -305,7 +306,7 @@ def test_maximum_length_texts(tmp_path, tokenizer):
     values = monitor.history[0]
     assert 0.0 <= values["xai/grad_sam/deletion_auc"] <= 1.0
     assert "xai/grad_sam/skipped_samples" not in values
-    line = json.loads((tmp_path / "xai" / "explanations.jsonl").read_text().splitlines()[0])
+    line = json.loads(run_record(tmp_path).read_text().splitlines()[0])
     lengths = sorted(len(sample["tokens"]) for sample in line["samples"])
     assert lengths == [1, limit - 2, limit - 2]
 
@@ -378,7 +379,7 @@ def test_fewer_validation_samples_than_num_samples_keeps_one_probe_set_across_ep
     assert monitor.probe.count == 6 and sum(part["input_ids"].shape[0] for part in monitor.probe.inputs) == 6
     assert "xai/grad_sam/stability" not in monitor.history[0]
     assert all(-1.0 <= monitor.history[epoch]["xai/grad_sam/stability"] <= 1.0 for epoch in (1, 2))
-    records = [json.loads(line) for line in (tmp_path / "xai" / "explanations.jsonl").read_text().splitlines()]
+    records = [json.loads(line) for line in run_record(tmp_path).read_text().splitlines()]
     assert [len(record["samples"]) for record in records] == [1, 1, 1]
 
 
