@@ -16,6 +16,7 @@ from torch import Tensor, nn
 
 from lightning_xai.capture.base import eager_forward, first_tensor, with_first
 from lightning_xai.errors import LightningXAIError, NonFiniteExplanationError
+from lightning_xai.explainers import resolve_explainers
 from lightning_xai.explainers.base import Explainer, ForwardPass
 from lightning_xai.families import ModelFamily, resolve_family
 from lightning_xai.modalities.base import Modality
@@ -88,12 +89,52 @@ def recorded_input_embeddings(model: nn.Module, module: nn.Module | None = None)
         handle.remove()
 
 
+def check_target(target: Target, model: nn.Module | None = None) -> None:
+    """Refuse a class index the model does not have (at setup, not after a whole run of empty maps).
+
+    Example:
+        >>> from lightning_xai.examples import tiny_bert
+        >>> check_target(5, tiny_bert(num_labels=2))
+        Traceback (most recent call last):
+        ...
+        ValueError: target=5 is not a class of this model, which has 2 (valid: 0..1, 'predicted' or 'label')
+    """
+    if not (target in ("predicted", "label") or (isinstance(target, int) and not isinstance(target, bool))):
+        raise ValueError(f"target must be 'predicted', 'label' or a class index; got {target!r}")
+    num_labels = getattr(getattr(model, "config", None), "num_labels", None)
+    if isinstance(target, int) and isinstance(num_labels, int) and not 0 <= target < num_labels:
+        raise ValueError(
+            f"target={target} is not a class of this model, which has {num_labels} "
+            f"(valid: 0..{num_labels - 1}, 'predicted' or 'label')"
+        )
+
+
+def resolve_modality(
+    modality: Modality | str | None, family: ModelFamily, tokenizer: Any | None = None
+) -> Modality:
+    """The inputs' token bookkeeping: given, or built by the model's family (text needs the tokenizer)."""
+    if isinstance(modality, Modality):
+        return modality
+    if modality is not None and modality != family.modality:
+        raise ValueError(
+            f"modality={modality!r} does not fit a {type(family.model).__name__} ({family.modality} model family "
+            f"{family.name!r}): pass modality={family.modality!r}, a Modality object, or leave it out."
+        )
+    try:
+        return family.build_modality(tokenizer)
+    except LightningXAIError as error:
+        raise LightningXAIError(
+            f"{error} For lightning_xai.explain: pass tokenizer=..., or modality=TextModality.from_tokenizer(...)."
+        ) from error
+
+
 def explain(
     model: nn.Module,
     inputs: ModelInputs,
-    explainers: Sequence[Explainer],
+    explainers: Sequence[Explainer | str] | Explainer | str,
     *,
-    modality: Modality,
+    modality: Modality | str | None = None,
+    tokenizer: Any | None = None,
     target: Target = "predicted",
     labels: Tensor | None = None,
     family: ModelFamily | None = None,
@@ -108,8 +149,10 @@ def explain(
     Args:
         model: a model of a registered family (see :func:`lightning_xai.families.resolve_family`).
         inputs: keyword inputs of the model's forward, batched (no labels).
-        explainers: methods to run.
-        modality: token bookkeeping (:class:`~lightning_xai.modalities.TextModality` or ``VisionModality``).
+        explainers: methods to run: instances or registered names (``"grad_sam"``).
+        modality: token bookkeeping (:class:`~lightning_xai.modalities.TextModality` or ``VisionModality``);
+            default (or ``"text"``/``"vision"``): built by the model's family (text from ``tokenizer``).
+        tokenizer: a text model's tokenizer, when ``modality`` is left to the family.
         target: class to explain: ``"predicted"``, ``"label"`` or a class index.
         labels: ``[B]`` labels, needed for ``target="label"``.
         family: the model's family (resolved when omitted).
@@ -124,8 +167,11 @@ def explain(
         UnsupportedMethodError: the model's family cannot serve one of ``explainers`` (naming the method, the
             family, the reason and what to do).
     """
+    explainers = resolve_explainers(explainers)
     family = family if family is not None else resolve_family(model)
     family.check(explainers)
+    check_target(target, model)
+    modality = resolve_modality(modality, family, tokenizer)
     capture = family.capture()
     # the input embeddings, or where the family has none on the token axis, the embedding output: made to require
     # grad so that attention stays differentiable with frozen parameters

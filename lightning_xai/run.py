@@ -21,10 +21,10 @@ from torchmetrics import Metric
 from lightning_xai._runtime import ErrorPolicy, is_out_of_memory
 from lightning_xai.capture import eval_mode
 from lightning_xai.errors import LightningXAIError, UnsupportedMethodError
-from lightning_xai.explainers import Explainer
+from lightning_xai.explainers import Explainer, resolve_explainers
 from lightning_xai.explanation_pass import Target, explain
 from lightning_xai.families import ModelFamily
-from lightning_xai.metrics import ScoringContext
+from lightning_xai.metrics import ScoringContext, resolve_metrics
 from lightning_xai.modalities import Modality, select
 from lightning_xai.probe import ProbeData
 from lightning_xai.records import ProbeSample
@@ -58,9 +58,9 @@ class EpochResult:
 
 
 def validate_methods(
-    explainers: Sequence[Explainer], metrics: Sequence[Metric]
+    explainers: Sequence[Explainer | str], metrics: Sequence[Metric | str]
 ) -> tuple[list[Explainer], list[Metric]]:
-    """The explainers and metrics as lists, after checking them (errors that say what to pass instead).
+    """The explainers and metrics (instances or registered names) as instances, checked, with what to pass instead.
 
     Example:
         >>> from lightning_xai.explainers import GradSAM
@@ -69,15 +69,10 @@ def validate_methods(
         ...
         ValueError: explainer names must be unique; got ['grad_sam', 'grad_sam']
     """
-    explainers, metrics = list(explainers), list(metrics)
+    explainers, metrics = resolve_explainers(explainers), resolve_metrics(metrics)
     if not explainers:
-        raise ValueError("explainers must name at least one explainer, e.g. [GradSAM()]")
-    for explainer in explainers:
-        if not isinstance(explainer, Explainer):
-            raise TypeError(f"explainers must be lightning_xai Explainer instances; got {type(explainer).__name__}")
+        raise ValueError("explainers must name at least one explainer, e.g. [GradSAM()] or ['grad_sam']")
     for metric in metrics:
-        if not isinstance(metric, Metric):
-            raise TypeError(f"metrics must be torchmetrics Metric instances; got {type(metric).__name__}")
         if "reference" in getattr(metric, "requires", ()):
             raise ValueError(
                 f"{type(metric).__name__} compares two maps: the engine already scores stability, agreement "

@@ -20,7 +20,7 @@ from lightning_xai import run as engine
 from lightning_xai.adapters import AdaptedBatch, as_adapted, default_batch_adapter, default_model_getter
 from lightning_xai.errors import LightningXAIError
 from lightning_xai.explainers import Explainer, GradSAM, Random
-from lightning_xai.explanation_pass import Target
+from lightning_xai.explanation_pass import Target, check_target
 from lightning_xai.families import ModelFamily, resolve_family
 from lightning_xai.keys import LogKeys
 from lightning_xai.metrics import DeletionAUC
@@ -61,8 +61,9 @@ class ExplanationMonitor(*_CALLBACK_BASES):  # type: ignore[misc]
     refused at ``setup`` with the reason and what to do: warned (the others run) or raised (``on_error="raise"``).
 
     Args:
-        explainers: methods to run (default: ``[GradSAM()]``). Names must be unique.
-        metrics: faithfulness metrics, cloned per explainer (default: ``[DeletionAUC()]``); each is updated with
+        explainers: methods to run, instances or registered names (default: ``[GradSAM()]``); names must be unique.
+        metrics: faithfulness metrics, instances or registered names, cloned per explainer (default:
+            ``[DeletionAUC()]``); each is updated with
             ``update(explanation, context)`` (:class:`~lightning_xai.metrics.ScoringContext`).
         num_samples: size of the probe set (per process under DDP: each rank explains its own shard).
         every_n_epochs: explain every n-th epoch during ``fit`` (always under ``validate``).
@@ -106,8 +107,8 @@ class ExplanationMonitor(*_CALLBACK_BASES):  # type: ignore[misc]
 
     def __init__(
         self,
-        explainers: Sequence[Explainer] | None = None,
-        metrics: Sequence[Metric] | None = None,
+        explainers: Sequence[Explainer | str] | None = None,
+        metrics: Sequence[Metric | str] | None = None,
         num_samples: int = 32,
         every_n_epochs: int = 1,
         target: Target = "predicted",
@@ -134,8 +135,7 @@ class ExplanationMonitor(*_CALLBACK_BASES):  # type: ignore[misc]
         ):
             if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
                 raise ValueError(f"{arg} must be an integer >= {minimum}; got {value!r}")
-        if not (target in ("predicted", "label") or (isinstance(target, int) and not isinstance(target, bool))):
-            raise ValueError(f"target must be 'predicted', 'label' or a class index; got {target!r}")
+        check_target(target)
         self.explainers, self.metrics = engine.validate_methods(
             [GradSAM()] if explainers is None else explainers, [DeletionAUC()] if metrics is None else metrics
         )
@@ -184,6 +184,7 @@ class ExplanationMonitor(*_CALLBACK_BASES):  # type: ignore[misc]
         if sharded is not None:
             raise LightningXAIError(runtime.SHARDED_MESSAGE.format(reason=sharded))
         family = resolve_family(model)
+        check_target(self.target, model)
         modality = family.build_modality(self._tokenizer(trainer, pl_module), self.removal)
         self._model, self._family, self._modality = model, family, modality
         self._active, self._active_metrics = engine.runnable(

@@ -8,6 +8,7 @@ Example:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from lightning_xai._registry import Registry
@@ -42,6 +43,29 @@ def list_explainers() -> dict[str, frozenset[str]]:
 def get_explainer(name: str, **kwargs: Any) -> Explainer:
     """Instantiate a registered explainer by name; unknown names raise with the valid ones listed."""
     return _REGISTRY.get(name)(**kwargs)
+
+
+def resolve_explainers(explainers: Explainer | str | Sequence[Explainer | str]) -> list[Explainer]:
+    """Explainer instances from instances or registered names (``"grad_sam"``), with what to pass otherwise.
+
+    Example:
+        >>> [e.name for e in resolve_explainers(["grad_sam", Random()])]
+        ['grad_sam', 'random']
+    """
+    items = [explainers] if isinstance(explainers, (str, Explainer)) else list(explainers)
+    resolved = []
+    for item in items:
+        if isinstance(item, str):
+            resolved.append(get_explainer(item))
+        elif isinstance(item, Explainer):
+            resolved.append(item)
+        else:
+            names = ", ".join(sorted(list_explainers()))
+            raise TypeError(
+                f"explainers must be lightning_xai Explainer instances or registered names; got "
+                f"{type(item).__name__}. Pass e.g. [GradSAM(), 'random'] (names: {names})."
+            )
+    return resolved
 
 
 register_explainer(GradSAM)
@@ -82,5 +106,6 @@ __all__ = [
     "list_explainers",
     "raw_attention",
     "register_explainer",
+    "resolve_explainers",
     "rollout",
 ]

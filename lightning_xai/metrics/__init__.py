@@ -83,6 +83,30 @@ def get_metric(name: str, **kwargs: Any) -> ExplanationMetric:
     return _REGISTRY.get(name)(**kwargs)
 
 
+def resolve_metrics(metrics: Any) -> list[Any]:
+    """Metric instances from torchmetrics ``Metric`` instances or registered names (``"deletion_auc"``).
+
+    Example:
+        >>> [type(m).__name__ for m in resolve_metrics(["deletion_auc"])]
+        ['DeletionAUC']
+    """
+    from torchmetrics import Metric
+
+    items = [metrics] if isinstance(metrics, (str, Metric)) else list(metrics)
+    resolved = []
+    for item in items:
+        if isinstance(item, str):
+            resolved.append(get_metric(item))
+        elif isinstance(item, Metric):
+            resolved.append(item)
+        else:
+            raise TypeError(
+                f"metrics must be torchmetrics Metric instances or registered names; got {type(item).__name__}. "
+                f"Pass e.g. [DeletionAUC(), 'aopc_comprehensiveness'] (names: {', '.join(sorted(_REGISTRY.items()))})."
+            )
+    return resolved
+
+
 register_metric(DeletionAUC)
 register_metric(InsertionAUC)
 register_metric(AOPCComprehensiveness)
@@ -106,5 +130,5 @@ __all__ = [
     "deletion_auc", "evaluate_suite", "forward_removals", "get_metric", "insertion_auc", "kendall_tau",
     "leave_one_out_tau", "list_metrics", "log_odds", "map_agreement", "perturbation_curves",
     "perturbation_curves_multi", "plausibility", "random_normalised_gain", "rank_correlation", "register_metric",
-    "road", "token_f1", "token_iou", "topk_overlap", "trapezoid_auc",
+    "resolve_metrics", "road", "token_f1", "token_iou", "topk_overlap", "trapezoid_auc",
 ]

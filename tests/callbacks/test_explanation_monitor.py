@@ -268,7 +268,17 @@ def test_arguments_are_checked_at_construction():
     with pytest.raises(ValueError, match="target"):
         ExplanationMonitor(target="best")
     with pytest.raises(TypeError, match="Explainer"):
-        ExplanationMonitor(explainers=["grad_sam"])
+        ExplanationMonitor(explainers=[object()])
+    with pytest.raises(TypeError, match="Metric"):
+        ExplanationMonitor(metrics=[3])
+    with pytest.raises(ValueError, match="grad_sum"):
+        ExplanationMonitor(explainers=["grad_sum"])
+
+
+def test_methods_can_be_named():
+    monitor = ExplanationMonitor(explainers=["grad_sam", "random"], metrics=["deletion_auc", "insertion_auc"])
+    assert [explainer.name for explainer in monitor.explainers] == ["grad_sam", "random"]
+    assert [type(metric).__name__ for metric in monitor.metrics] == ["DeletionAUC", "InsertionAUC"]
 
 
 def test_state_dict_round_trip():
@@ -278,3 +288,13 @@ def test_state_dict_round_trip():
     other.load_state_dict(monitor.state_dict())
     assert other.history == monitor.history
     assert "grad_sam" in monitor.state_key
+
+
+def test_class_index_the_model_lacks_is_refused_at_setup(tmp_path, tokenizer):
+    pl = lightning_package("lightning.pytorch")
+    module = make_text_module_class(pl)(tokenizer)
+    _, val = text_loaders()
+    monitor = ExplanationMonitor(target=7, num_samples=4, num_heatmaps=0)
+    with pytest.raises(ValueError, match=r"target=7 is not a class of this model, which has 2"):
+        _trainer(pl, tmp_path, [monitor], logger=False).validate(module, val, verbose=False)
+    assert monitor.history == {}
