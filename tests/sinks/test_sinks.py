@@ -77,27 +77,101 @@ def test_files_sink_with_csv_logger_writes_jsonl_png_and_html(tmp_path, tokenize
 
 def test_wandb_offline_writes_images_html_and_a_table_per_epoch(tmp_path, tokenizer, monkeypatch):
     pytest.importorskip("wandb")
+    import wandb
+
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_SILENT", "true")
     monkeypatch.setenv("WANDB_DIR", str(tmp_path))
+    tables = []
+
+    class SpyTable(wandb.Table):  # the in-memory table: the run's table file holds only cell type names
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            tables.append(self)
+
+    monkeypatch.setattr(wandb, "Table", SpyTable)
     logger = pl.loggers.WandbLogger(offline=True, save_dir=str(tmp_path), project="xai-test")
     monitor, _ = _fit(tmp_path, tokenizer, logger)
-    import wandb
-
+    summary = logger.experiment.summary._as_dict()
     run_dir = logger.experiment.dir
     wandb.finish()
+
     media = os.path.join(run_dir, "media")
     images = glob.glob(os.path.join(media, "images", "xai", "grad_sam", "heatmap", "sample_00_*.png"))
     assert len(images) == 2  # one per epoch
     html = glob.glob(os.path.join(media, "html", "xai", "random", "tokens", "sample_01_*.html"))
     assert len(html) == 2
-    tables = sorted(glob.glob(os.path.join(media, "table", "xai", "probe_samples_*.table.json")))
-    assert len(tables) == 2
-    table = json.loads(open(tables[0]).read())
-    assert table["columns"] == ["sample", "input", "label", "prediction", "probability", "explained",
-                                "grad_sam top tokens", "random top tokens"]
-    assert [row[0] for row in table["data"]] == [0, 1]
-    assert all(row[2] in ("LABEL_0", "LABEL_1") for row in table["data"])
+    files = sorted(glob.glob(os.path.join(media, "table", "xai", "probe_samples_*.table.json")))
+    assert len(files) == 2 and len(tables) == 2
+    columns = ["sample", "input", "label", "prediction", "probability", "explained", "grad_sam top words",
+               "grad_sam heatmap", "random top words", "random heatmap"]
+    on_disk = json.loads(open(files[0]).read())
+    assert on_disk["columns"] == columns
+    assert all(row[7] == "Html" and row[9] == "Html" for row in on_disk["data"])  # media cells, not text
+    table = tables[-1]
+    assert table.columns == columns and [row[0] for row in table.data] == [0, 1]
+    assert all(row[2] in ("LABEL_0", "LABEL_1") for row in table.data)
+    (record,) = tmp_path.rglob(JSONL_NAME)
+    last = json.loads(record.read_text().splitlines()[-1])
+    tokens_of = {sample["index"]: sample["tokens"] for sample in last["samples"]}
+    assert any(t.startswith("##") for tokens in tokens_of.values() for t in tokens)  # there are pieces to merge
+    for row in table.data:
+        tokens = tokens_of[row[0]]
+        assert "##" not in row[1] and "##" not in row[6]  # words, as the heatmaps show them
+        assert row[1].replace(" ", "") == "".join(t.removeprefix("##") for t in tokens)
+        assert isinstance(row[7], wandb.Html) and "<span" in row[7].html
+        assert all(f">{word}</span>" in row[7].html for word in row[1].split())
+    # the best epoch where best means something; the last value for baselines and diagnostics
+    assert set(summary["xai/grad_sam/deletion_auc"]) == {"min"}
+    assert set(summary["xai/grad_sam/deletion_auc_gain_vs_random"]) == {"max"}
+    for key in ("xai/random/deletion_auc", "xai/agreement/grad_sam_vs_random", "xai/grad_sam/stability",
+                "xai/random/stability"):
+        assert set(summary[key]) == {"last"}, key
+        assert summary[key]["last"] == pytest.approx(monitor.history[1][key])
+
+
+def test_wandb_summaries_follow_what_each_key_means():
+    from lightning_xai.keys import LogKeys
+
+    defined = {}
+    define = SimpleNamespace(define_metric=lambda key, summary: defined.update({key: summary}))
+    logger = SimpleNamespace(experiment=define, log_metrics=lambda payload, step: None)
+    keys = LogKeys()
+    scalars = {keys.score("grad_sam", "deletion_auc"): False, keys.score("grad_sam", "insertion_auc"): True,
+               keys.gain("grad_sam", "deletion_auc"): True, keys.score("random", "deletion_auc"): False,
+               keys.score("random", "insertion_auc"): True, keys.agreement("grad_sam", "random"): True,
+               keys.stability("grad_sam"): True, keys.skipped("grad_sam"): False,
+               keys.degenerate("grad_sam"): False}
+    report = EpochReport(epoch=0, step=0, scalars=dict.fromkeys(scalars, 0.5), higher_is_better=scalars, samples=[])
+    pytest.importorskip("wandb")
+    WandbSink(logger).log_epoch(report)
+    assert defined == {
+        "xai/grad_sam/deletion_auc": "min", "xai/grad_sam/insertion_auc": "max",
+        "xai/grad_sam/deletion_auc_gain_vs_random": "max", "xai/random/deletion_auc": "last",
+        "xai/random/insertion_auc": "last", "xai/agreement/grad_sam_vs_random": "last",
+        "xai/grad_sam/stability": "last", "xai/grad_sam/skipped_samples": "last",
+        "xai/grad_sam/degenerate_samples": "last",
+    }
+
+
+def test_wandb_table_of_an_image_run_has_an_overlay_per_method(monkeypatch):
+    wandb = pytest.importorskip("wandb")
+    from lightning_xai.viz.render import render_heatmaps
+
+    sample = ProbeSample(index=0, label="cat", prediction="cat", probability=0.9, explained="cat",
+                         image=np.random.default_rng(0).normal(size=(3, 8, 8)),
+                         maps={"a": np.eye(2), "random": np.ones((2, 2))})
+    report = EpochReport(epoch=0, step=0, scalars={}, higher_is_better={}, samples=[sample],
+                         heatmaps=render_heatmaps([sample], epoch=0))
+    logged = {}
+    logger = SimpleNamespace(experiment=SimpleNamespace(define_metric=lambda *a, **k: None),
+                             log_metrics=lambda payload, step: logged.update(payload))
+    WandbSink(logger).log_epoch(report)
+    table = logged["xai/probe_samples"]
+    assert table.columns == ["sample", "input", "label", "prediction", "probability", "explained", "a heatmap",
+                             "random heatmap"]
+    (row,) = table.data
+    assert all(isinstance(cell, wandb.Image) for cell in (row[1], row[6], row[7]))
 
 
 def _hostile_report(prefix="xai/"):
