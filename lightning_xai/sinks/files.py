@@ -10,7 +10,7 @@ Layout under ``<directory>`` (paths from :mod:`lightning_xai.keys`)::
     epoch_003/grad_sam/sample_00.png        rendered heatmap
     epoch_003/grad_sam/sample_00.html       token heatmap (text), every string escaped
     epoch_003/compare/sample_00.png         every method side by side
-    evolution/grad_sam/sample_00.png        the sample's heatmaps of every epoch so far, oldest first
+    evolution/grad_sam/sample_00.png        the sample's heatmaps of every epoch so far, oldest first, labelled
 """
 
 from __future__ import annotations
@@ -161,6 +161,8 @@ class FilesSink(Sink):
 
         frames = epoch_heatmaps(self.directory, method, sample)
         images = [(imread(frame)[..., :3] * 255).round().astype(np.uint8) for frame in frames]
+        # each frame's folder is epoch_NNN: the strip says which epoch every frame shows
+        labels = [f"epoch {int(frame.parent.parent.name.rpartition('_')[2])}" for frame in frames]
         target = evolution_path(self.directory, method, sample)
         target.parent.mkdir(parents=True, exist_ok=True)
-        write_png(target, evolution_strip(images))
+        write_png(target, evolution_strip(images, labels=labels))

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-__all__ = ["compose_grid", "evolution_strip"]
+__all__ = ["compose_grid", "evolution_strip", "label_band"]
 
 _GAP = 8
 
@@ -49,18 +49,74 @@ def compose_grid(images: Sequence[np.ndarray], columns: int | None = None, gap: 
     return canvas
 
 
-def evolution_strip(images: Sequence[np.ndarray], gap: int = _GAP) -> np.ndarray:
+def label_band(text: str, width: int) -> np.ndarray:
+    """A white ``[h, width, 3]`` uint8 band with ``text`` drawn at its left (one line, cut with ``…`` to fit).
+
+    Used for the epoch labels of :func:`evolution_strip`.
+
+    Example:
+        >>> band = label_band("epoch 3", 120)
+        >>> band.shape[1], band.dtype.name, bool((band < 128).any())
+        (120, 'uint8', True)
+    """
+    from lightning_xai.viz._canvas import (
+        CAPTION_PT,
+        MARGIN_PX,
+        RENDER_LOCK,
+        TextMeasurer,
+        blank_figure,
+        figure_to_rgb,
+        font,
+        put_text,
+        truncate_to_width,
+    )
+
+    with RENDER_LOCK:
+        prop = font(CAPTION_PT, weight="bold")
+        measurer = TextMeasurer()
+        ascent, descent = measurer.ascent_descent(prop)
+        height = int(round(ascent + descent)) + 6
+        indent = min(MARGIN_PX, max(0, width // 8))  # in line with the heatmaps' own titles
+        shown = truncate_to_width(text, lambda t: measurer.width(t, prop), max(1, width - 2 * indent))
+        fig, canvas = blank_figure(max(1, width), height)
+        put_text(fig, shown, indent, 3 + ascent, prop, color="#333333")
+        return figure_to_rgb(canvas)
+
+
+def evolution_strip(
+    images: Sequence[np.ndarray], gap: int = _GAP, labels: Sequence[str] | None = None
+) -> np.ndarray:
     """The same sample's heatmaps over epochs, oldest first: one column (texts) or one row (images).
 
     Token heatmaps are wide and short, so they are stacked vertically; image overlays are square-ish, so they are
-    put side by side.
+    put side by side. With ``labels`` (e.g. ``"epoch 0"``, one per image) each image gets its label above it, so a
+    strip says which epoch each frame is.
+
+    Args:
+        images: ``[H, W, 3]`` uint8 heatmaps, oldest first.
+        gap: white pixels between frames.
+        labels: one label per image, drawn above it.
+
+    Returns:
+        ``[H, W, 3]`` uint8.
+
+    Raises:
+        ValueError: without images, or with a number of labels other than the number of images.
 
     Example:
         >>> import numpy as np
         >>> evolution_strip([np.zeros((10, 200, 3), np.uint8)] * 3).shape
         (46, 200, 3)
+        >>> strip = evolution_strip([np.zeros((10, 200, 3), np.uint8)] * 3, labels=["epoch 0", "epoch 1", "epoch 2"])
+        >>> strip.shape[0] > 46, strip.shape[1]
+        (True, 200)
     """
     if not images:
         raise ValueError("evolution_strip needs at least one image")
+    if labels is not None and len(labels) != len(images):
+        raise ValueError(f"evolution_strip got {len(labels)} labels for {len(images)} images")
     wide = all(image.shape[1] >= 2 * image.shape[0] for image in images)
+    if labels is not None:
+        images = [np.concatenate([label_band(label, image.shape[1]), image[..., :3]], axis=0)
+                  for label, image in zip(labels, images, strict=True)]
     return compose_grid(images, columns=1 if wide else len(images), gap=gap)

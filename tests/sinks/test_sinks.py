@@ -235,5 +235,14 @@ def test_method_grid_and_evolution_strips(tmp_path, tokenizer):
     assert grid.shape[0] > 1.9 * single.shape[0]  # two methods stacked
     strip = imread(root / "evolution" / "grad_sam" / "sample_00.png")
     assert strip.shape[0] > 2.9 * single.shape[0] and strip.shape[1] == single.shape[1]  # three epochs stacked
-    np.testing.assert_array_equal(strip[: single.shape[0], :, :3], imread(root / "epoch_000" / "grad_sam" /
-                                                                         "sample_00.png")[..., :3])
+    # every frame under its epoch's label
+    from lightning_xai.viz.compose import label_band
+
+    band = label_band("epoch 0", single.shape[1]).shape[0]
+    frame = band + single.shape[0] + 8  # label, heatmap, gap
+    for epoch in range(3):
+        label = (strip[epoch * frame : epoch * frame + band, :, :3] * 255).round().astype(np.uint8)
+        np.testing.assert_array_equal(label, label_band(f"epoch {epoch}", single.shape[1]))
+        heatmap = strip[epoch * frame + band : epoch * frame + band + single.shape[0], :, :3]
+        expected = imread(root / f"epoch_00{epoch}" / "grad_sam" / "sample_00.png")[..., :3]
+        np.testing.assert_array_equal(heatmap, expected)
