@@ -16,6 +16,11 @@ parsing them back. Keys (with the default prefix ``"xai/"``):
 ``xai/probe_samples``                 the table of probe samples (W&B)
 ====================================  ========================================================================
 
+On a custom-scalars dashboard (:meth:`LogKeys.dashboard`) the scalars fall into four categories: ``explanation
+quality`` (a chart per metric, a line per method), ``gain vs random`` (a chart per metric), ``agreement and
+stability`` and ``health`` (skipped and degenerate counts). Dashboards that match tags by regular expression get
+:func:`exact_tag_regex`, so ``deletion_auc`` never also matches ``deletion_auc_gain_vs_random``.
+
 Files below the files sink's directory: ``explanations.jsonl``, ``epoch_NNN/<method>/sample_NN.(png|html)``,
 ``evolution/<method>/sample_NN.png``.
 """
@@ -37,6 +42,12 @@ SKIPPED = "skipped_samples"
 DEGENERATE = "degenerate_samples"
 #: File name of the per-epoch record of the files sink.
 JSONL_NAME = "explanations.jsonl"
+#: Categories of a custom-scalars dashboard (see :meth:`LogKeys.dashboard`), in the order they are shown.
+QUALITY_CATEGORY = "explanation quality"
+GAIN_CATEGORY = "gain vs random"
+RELATION_CATEGORY = "agreement and stability"
+HEALTH_CATEGORY = "health"
+DASHBOARD_CATEGORIES = (QUALITY_CATEGORY, GAIN_CATEGORY, RELATION_CATEGORY, HEALTH_CATEGORY)
 
 KeyKind = Literal["score", "gain", "stability", "agreement", "skipped", "degenerate"]
 
@@ -142,6 +153,34 @@ class LogKeys:
             return parsed.metric + GAIN_SUFFIX, parsed.method
         return parsed.metric, parsed.method
 
+    def dashboard(self, key: str) -> tuple[str, str] | None:
+        """``(category, chart)`` of a scalar on a custom-scalars dashboard; None for keys that are not this prefix's.
+
+        One chart per metric holds every method's score of it, and nothing else: gains over ``Random`` get their
+        own chart per metric (category ``gain vs random``); stability and every agreement pair share the
+        ``agreement and stability`` category (one ``stability`` chart, one ``agreement`` chart); skipped and
+        degenerate counts go to ``health``.
+
+        Example:
+            >>> keys = LogKeys()
+            >>> keys.dashboard("xai/grad_sam/deletion_auc"), keys.dashboard("xai/grad_sam/deletion_auc_gain_vs_random")
+            (('explanation quality', 'deletion_auc'), ('gain vs random', 'deletion_auc_gain_vs_random'))
+            >>> keys.dashboard("xai/agreement/grad_sam_vs_random"), keys.dashboard("xai/random/skipped_samples")
+            (('agreement and stability', 'agreement'), ('health', 'skipped_samples'))
+        """
+        parsed = self.parse(key)
+        if parsed is None:
+            return None
+        if parsed.kind == "score":
+            return QUALITY_CATEGORY, parsed.metric
+        if parsed.kind == "gain":
+            return GAIN_CATEGORY, parsed.metric + GAIN_SUFFIX
+        if parsed.kind == "agreement":
+            return RELATION_CATEGORY, AGREEMENT
+        if parsed.kind == "stability":
+            return RELATION_CATEGORY, STABILITY
+        return HEALTH_CATEGORY, parsed.metric
+
     # ------------------------------------------------------------------------------------------- media
 
     def heatmap(self, method: str | None, sample: int) -> str:
@@ -159,6 +198,21 @@ class LogKeys:
     def probe_table(self) -> str:
         """``<prefix>probe_samples``."""
         return f"{self.prefix}probe_samples"
+
+
+def exact_tag_regex(tag: str) -> str:
+    """A regular expression matching ``tag`` and nothing else (TensorBoard's Multiline charts take regexes).
+
+    Unanchored, ``xai/grad_sam/deletion_auc`` would also match ``xai/grad_sam/deletion_auc_gain_vs_random``.
+
+    Example:
+        >>> exact_tag_regex("xai/grad_sam/deletion_auc")
+        '^xai/grad_sam/deletion_auc$'
+        >>> import re
+        >>> bool(re.match(exact_tag_regex("xai/m.v2/x"), "xai/mXv2/x"))
+        False
+    """
+    return f"^{re.escape(tag)}$"
 
 
 # ------------------------------------------------------------------------------------------------ files

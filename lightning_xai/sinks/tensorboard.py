@@ -1,32 +1,75 @@
 """TensorBoard: heatmaps as images, relevance histograms, and a custom-scalars dashboard.
 
-The text plugin sanitises HTML, so token heatmaps are rendered PNGs. A custom-scalars layout is registered once
-per run: for each metric one chart with every method's curve, so the CUSTOM SCALARS tab is a ready
-explanation-quality dashboard.
+The text plugin sanitises HTML, so token heatmaps are rendered PNGs, drawn as wide as an IMAGES card (350 px) so
+the card shows them at their actual size. A custom-scalars layout is registered once per run (and again when new
+keys appear), with four categories (see :meth:`~lightning_xai.keys.LogKeys.dashboard`):
+
+* ``explanation quality``: one chart per metric, one line per method;
+* ``gain vs random``: one chart per metric, each method's gain over the ``Random`` baseline;
+* ``agreement and stability``: a ``stability`` chart and an ``agreement`` chart (one line per pair of methods);
+* ``health``: skipped and degenerate sample counts, and the ``epoch`` of every step.
+
+TensorBoard's Multiline charts select their lines by regular expression, so every tag is written anchored
+(``^xai/grad_sam/deletion_auc$``): a chart shows exactly its keys (unanchored, ``deletion_auc`` would also draw
+``deletion_auc_gain_vs_random``).
+
+The x-axis of custom scalars is the global step (or wall time); TensorBoard has no epoch axis for them. Lightning
+logs ``epoch`` as a scalar at every step it logs metrics, the explanation scalars' steps included, so the
+``health`` category holds an ``epoch`` chart: hover a step there to read its epoch.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from lightning_xai.keys import LogKeys
+from lightning_xai.keys import DASHBOARD_CATEGORIES, HEALTH_CATEGORY, LogKeys, exact_tag_regex
 from lightning_xai.sinks.base import EpochReport, Sink
 
+#: The scalar Lightning logs with every ``log_metrics`` call that has no explicit step (the current epoch).
+LIGHTNING_EPOCH_TAG = "epoch"
+#: Category of keys under the prefix that are none of the monitor's (kept on the dashboard, one chart each).
+OTHER_CATEGORY = "other"
 
-def custom_scalars_layout(keys: list[str], prefix: str) -> dict[str, dict[str, list[Any]]]:
-    """``{category: {chart: ["Multiline", [keys of every method]]}}`` for ``add_custom_scalars``.
+
+def custom_scalars_layout(
+    keys: list[str], prefix: str, epoch_tag: str | None = LIGHTNING_EPOCH_TAG
+) -> dict[str, dict[str, list[Any]]]:
+    """``{category: {chart: ["Multiline", [anchored tag regexes]]}}`` for ``SummaryWriter.add_custom_scalars``.
+
+    Args:
+        keys: the logged scalar keys (see :mod:`lightning_xai.keys`).
+        prefix: their prefix.
+        epoch_tag: a scalar holding the epoch of each step, charted in ``health`` (None: no such chart).
+
+    Returns:
+        The categories in a fixed order (quality, gains, agreement and stability, health), charts sorted by title,
+        each chart's tags sorted; every tag is a regular expression matching exactly one key.
 
     Example:
-        >>> layout = custom_scalars_layout(["xai/grad_sam/deletion_auc", "xai/random/deletion_auc"], "xai/")
+        >>> layout = custom_scalars_layout(
+        ...     ["xai/grad_sam/deletion_auc", "xai/random/deletion_auc", "xai/grad_sam/deletion_auc_gain_vs_random"],
+        ...     "xai/")
         >>> layout["explanation quality"]["deletion_auc"]
-        ['Multiline', ['xai/grad_sam/deletion_auc', 'xai/random/deletion_auc']]
+        ['Multiline', ['^xai/grad_sam/deletion_auc$', '^xai/random/deletion_auc$']]
+        >>> layout["gain vs random"]["deletion_auc_gain_vs_random"]
+        ['Multiline', ['^xai/grad_sam/deletion_auc_gain_vs_random$']]
+        >>> layout["health"]["epoch"]
+        ['Multiline', ['^epoch$']]
     """
     log_keys = LogKeys(prefix)
-    charts: dict[str, list[str]] = {}
-    for key in keys:
-        chart = log_keys.chart(key)
-        charts.setdefault(key if chart is None else chart[0], []).append(key)
-    return {"explanation quality": {chart: ["Multiline", tags] for chart, tags in sorted(charts.items())}}
+    charts: dict[str, dict[str, list[str]]] = {category: {} for category in (*DASHBOARD_CATEGORIES, OTHER_CATEGORY)}
+    for key in sorted(set(keys)):
+        category, chart = log_keys.dashboard(key) or (OTHER_CATEGORY, key)
+        charts[category].setdefault(chart, []).append(key)
+    if epoch_tag is not None and any(charts.values()):
+        charts[HEALTH_CATEGORY].setdefault(epoch_tag, []).append(epoch_tag)
+    return {
+        category: {
+            chart: ["Multiline", [exact_tag_regex(tag) for tag in tags]] for chart, tags in sorted(by_chart.items())
+        }
+        for category, by_chart in charts.items()
+        if by_chart
+    }
 
 
 class TensorBoardSink(Sink):

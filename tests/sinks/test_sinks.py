@@ -47,10 +47,10 @@ def test_tensorboard_custom_scalars_histograms_and_images(tmp_path, tokenizer):
     layout = layout_pb2.Layout()
     layout.ParseFromString(events.Tensors(config_tag)[-1].tensor_proto.string_val[0])
     charts = {chart.title: list(chart.multiline.tag) for cat in layout.category for chart in cat.chart}
-    assert charts["deletion_auc"] == ["xai/grad_sam/deletion_auc", "xai/random/deletion_auc"]
-    assert charts["deletion_auc_gain_vs_random"] == ["xai/grad_sam/deletion_auc_gain_vs_random"]
-    assert set(charts) == {"deletion_auc", "deletion_auc_gain_vs_random", "grad_sam_vs_random", "stability"}
-    assert charts["stability"] == ["xai/grad_sam/stability", "xai/random/stability"]
+    assert charts["deletion_auc"] == ["^xai/grad_sam/deletion_auc$", "^xai/random/deletion_auc$"]  # regexes, anchored
+    assert charts["deletion_auc_gain_vs_random"] == ["^xai/grad_sam/deletion_auc_gain_vs_random$"]
+    assert set(charts) == {"deletion_auc", "deletion_auc_gain_vs_random", "agreement", "stability", "epoch"}
+    assert charts["stability"] == ["^xai/grad_sam/stability$", "^xai/random/stability$"]
 
 
 def test_files_sink_with_csv_logger_writes_jsonl_png_and_html(tmp_path, tokenizer):
