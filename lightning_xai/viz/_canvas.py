@@ -21,6 +21,7 @@ from matplotlib.font_manager import FontProperties
 
 __all__ = [
     "CAPTION_PT",
+    "CARD_WIDTH_PX",
     "DIVERGING_CMAP",
     "DPI",
     "FONT_FAMILY",
@@ -47,6 +48,9 @@ __all__ = [
 ]
 
 DPI = 100
+#: Width of TensorBoard's IMAGES card (CSS pixels, whatever the window size): an image this wide is shown there at
+#: its actual size, pixel for pixel; a wider one is scaled down (with nearest-neighbour sampling: text gets ragged).
+CARD_WIDTH_PX = 350
 FONT_FAMILY = "DejaVu Sans"  # bundled with matplotlib: the same glyphs everywhere
 MARGIN_PX = 16
 TITLE_PT = 13.0
@@ -67,7 +71,7 @@ HeaderLine = tuple[str, FontProperties, int]
 class TextMeasurer:
     """Measures rendered text in pixels with the Agg renderer at the fixed :data:`DPI`."""
 
-    def __init__(self, width_px: int = 900) -> None:
+    def __init__(self, width_px: int = CARD_WIDTH_PX) -> None:
         self._renderer = FigureCanvasAgg(Figure(figsize=(width_px / DPI, 1.0), dpi=DPI)).get_renderer()
 
     def width(self, text: str, prop: FontProperties) -> float:

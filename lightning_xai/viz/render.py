@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -10,6 +11,36 @@ from lightning_xai.records import Heatmap, ProbeSample
 
 #: Called with (where, error) when one heatmap cannot be rendered; the others are still rendered.
 OnRenderError = Callable[[str, BaseException], None]
+_GRID_GAP = 8  # white pixels between the cells of a comparison grid
+#: Most methods side by side in a comparison grid: a wider grid is unreadable even at actual size.
+MAX_GRID_COLUMNS = 3
+#: The tallest image a TensorBoard IMAGES card shows whole (it scrolls beyond): a stack of card-wide token
+#: heatmaps up to this height is read there at actual size, with no "Show actual image size".
+CARD_MAX_HEIGHT_PX = 1024
+
+
+def grid_columns(images: Sequence[np.ndarray], stack_up_to: int | None = None) -> int:
+    """How many images per row a comparison grid of ``images`` gets.
+
+    A balanced grid of at most :data:`MAX_GRID_COLUMNS` columns (11 images: 4 rows of 3, 2 of them in the last
+    one; 4 images: 2 x 2). With ``stack_up_to``, one column instead while the stack is at most that many pixels
+    tall (with the grid's gaps).
+
+    Example:
+        >>> import numpy as np
+        >>> [grid_columns([np.zeros((300, 474, 3), np.uint8)] * n) for n in (1, 2, 3, 4, 5, 11)]
+        [1, 2, 3, 2, 3, 3]
+        >>> text = np.zeros((150, 350, 3), np.uint8)
+        >>> grid_columns([text] * 3, stack_up_to=1024), grid_columns([text] * 11, stack_up_to=1024)
+        (1, 3)
+    """
+    count = len(images)
+    if count <= 1:
+        return 1
+    if stack_up_to is not None and sum(image.shape[0] for image in images) + _GRID_GAP * (count - 1) <= stack_up_to:
+        return 1
+    rows = math.ceil(count / MAX_GRID_COLUMNS)
+    return math.ceil(count / rows)
 
 
 def _raise(_where: str, error: BaseException) -> None:
@@ -54,7 +85,19 @@ def render_heatmaps(
             are still rendered.
 
     Returns:
-        Heatmaps in sample order, each sample's methods first, then its comparison grid (``method=None``).
+        Heatmaps in sample order, each sample's methods first, then its comparison grid (``method=None``): the
+        methods in order, row by row, at most :data:`MAX_GRID_COLUMNS` per row (see :func:`grid_columns`); token
+        heatmaps are stacked in one column while the stack fits a TensorBoard card (:data:`CARD_MAX_HEIGHT_PX`).
+
+    Example:
+        >>> import numpy as np
+        >>> maps = {name: np.linspace(0, 1, 4) for name in ("a", "b", "c", "d", "e")}
+        >>> sample = ProbeSample(0, "pos", "pos", 0.9, "pos", tokens=["a", "good", "film", "indeed"], maps=maps)
+        >>> rendered = render_heatmaps([sample])
+        >>> [h.method for h in rendered], [h.rgb.shape[1] for h in rendered[:5]]
+        (['a', 'b', 'c', 'd', 'e', None], [350, 350, 350, 350, 350])
+        >>> rendered[-1].rgb.shape[1]  # five short texts: one column of card-wide heatmaps
+        350
     """
     from lightning_xai.viz import compose_grid
 
@@ -68,6 +111,10 @@ def render_heatmaps(
                 on_error(f"rendering the {method!r} heatmap", error)
         heatmaps.extend(rendered)
         if len(rendered) > 1:  # every method side by side, for comparing them on one sample
-            grid = compose_grid([h.rgb for h in rendered], columns=1 if sample.tokens is not None else None)
+            images = [h.rgb for h in rendered]
+            # Card-wide token heatmaps stacked are read in a TensorBoard card at actual size, and the same words
+            # line up from one method to the next; when the stack gets too tall, a grid of at most 3 per row.
+            stack = CARD_MAX_HEIGHT_PX if sample.image is None else None
+            grid = compose_grid(images, columns=grid_columns(images, stack_up_to=stack), gap=_GRID_GAP)
             heatmaps.append(Heatmap(None, sample.index, grid))
     return heatmaps

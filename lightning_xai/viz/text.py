@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 from matplotlib.colors import Colormap
 from matplotlib.font_manager import FontProperties
 
 from lightning_xai.viz._canvas import (
+    CARD_WIDTH_PX,
     MARGIN_PX,
     RENDER_LOCK,
     TextMeasurer,
@@ -35,7 +37,8 @@ _TOKEN_PAD_X = 3  # inner horizontal padding of a token box
 _TOKEN_GAP_X = 3  # white gap between neighbouring boxes
 _LINE_GAP_Y = 4  # white gap between lines of boxes
 _MAX_LINES = 1000  # Agg cannot draw images taller than 2**16 px; truncating keeps far below that
-_LEGEND_BAR_PX = (160, 10)
+_LEGEND_BAR_PX = (160, 10)  # the colour bar's widest size; it shrinks to fit narrow images
+_LEGEND_BAR_MIN_PX = 60  # narrower than this, the legend label moves onto its own line
 
 
 def render_token_heatmap(
@@ -46,14 +49,16 @@ def render_token_heatmap(
     caption: str | None = None,
     signed: bool = False,
     vmax: float | None = None,
-    width_px: int = 900,
+    width_px: int = CARD_WIDTH_PX,
     merge: bool = True,
     aggregation: Aggregation = "sum",
 ) -> np.ndarray:
     """Render tokens as text with each token's background coloured by its relevance score.
 
     Tokens are laid out left to right and wrapped into as many lines as needed: the image is always
-    ``width_px`` wide and grows in height with the text, the font size never shrinks. Colour scale: with
+    ``width_px`` wide and grows in height with the text, the font size never shrinks. The default width is that of
+    a TensorBoard IMAGES card (350 px), so the card shows the heatmap at its actual size, crisp and readable
+    without "Show actual image size"; a few words per line, as many lines as the text needs. Colour scale: with
     ``signed=False`` a white-to-red sequential map over ``[0, vmax]`` (negative scores are drawn as 0); with
     ``signed=True`` a diverging blue-white-red map over ``[-vmax, vmax]`` with white at 0. Scores beyond the
     scale are clipped. A legend line at the bottom shows the scale. All strings are drawn literally
@@ -68,7 +73,7 @@ def render_token_heatmap(
         vmax: Top of the colour scale. Pass the same value for several methods to compare them on one scale.
             It applies to the scores as drawn, i.e. after merging when ``merge=True``. Default: the largest
             absolute score (1.0 if all are 0).
-        width_px: Width of the returned image in pixels.
+        width_px: Width of the returned image in pixels (at least 200).
         merge: Merge sub-word pieces into words first (see :func:`merge_wordpieces`).
         aggregation: How merged pieces' scores combine: ``"sum"``, ``"mean"`` or ``"max"``.
 
@@ -82,7 +87,7 @@ def render_token_heatmap(
         >>> import numpy as np
         >>> img = render_token_heatmap(["the", "play", "##ing"], np.array([0.1, 0.9, 0.3]), title="demo")
         >>> img.dtype == np.uint8, img.ndim, img.shape[1], img.shape[2]
-        (True, 3, 900, 3)
+        (True, 3, 350, 3)
     """
     if width_px < 200:
         raise ValueError(f"width_px must be at least 200, got {width_px}")
@@ -143,7 +148,8 @@ def _draw_token_heatmap(
     elif hidden:
         note_y = y + round(box_h * 0.72)
         y += pitch
-    legend_top = y + 10
+    legend = _layout_legend(signed, scale, measure, legend_prop, avail)
+    legend_top = y + 10 + legend.label_drop
     height = legend_top + _LEGEND_BAR_PX[1] + 8 + MARGIN_PX
 
     # --- backgrounds as one pixel-exact image: crisp box edges and fast even for 512 tokens ---
@@ -151,13 +157,7 @@ def _draw_token_heatmap(
     for bx, bl, bw, _, score in boxes:
         top = tokens_top + bl * pitch
         canvas_rgb[top : top + box_h, bx : bx + bw] = score_rgb(cmap, score, scale, signed)
-    bar_w, bar_h = _LEGEND_BAR_PX
-    lo_label = f"{-scale:.3g}" if signed else "0"
-    hi_label = f"{scale:.3g}"
-    legend_label = "relevance (white = 0):" if signed else "relevance:"
-    label_w = measure.width(legend_label, legend_prop)
-    lo_w = measure.width(lo_label, legend_prop)
-    bar_x = int(MARGIN_PX + label_w + 8 + lo_w + 6)
+    bar_w, bar_h, bar_x = legend.bar_w, _LEGEND_BAR_PX[1], legend.bar_x
     gradient = np.linspace(-1.0 if signed else 0.0, 1.0, bar_w)
     bar = np.stack([score_rgb(cmap, g, 1.0, signed) for g in gradient])
     canvas_rgb[legend_top : legend_top + bar_h, bar_x : bar_x + bar_w] = bar[None, :, :]
@@ -179,10 +179,43 @@ def _draw_token_heatmap(
         note = f"… ({hidden} more tokens not shown)" if hidden else "(no content tokens)"
         put(note, MARGIN_PX, note_y, font(_TOKEN_PT, style="italic"), color="#666666")
     legend_baseline = legend_top + bar_h - 1
-    put(legend_label, MARGIN_PX, legend_baseline, legend_prop, color="#333333")
-    put(lo_label, bar_x - 6 - lo_w, legend_baseline, legend_prop, color="#333333")
-    put(hi_label, bar_x + bar_w + 6, legend_baseline, legend_prop, color="#333333")
+    put(legend.label, MARGIN_PX, legend_baseline - legend.label_drop, legend_prop, color="#333333")
+    put(legend.lo, bar_x - _LEGEND_GAP - legend.lo_w, legend_baseline, legend_prop, color="#333333")
+    put(legend.hi, bar_x + bar_w + _LEGEND_GAP, legend_baseline, legend_prop, color="#333333")
     return figure_to_rgb(canvas)
+
+
+_LEGEND_GAP = 6  # between the colour bar and its end labels
+
+
+@dataclass(frozen=True)
+class _Legend:
+    label: str
+    lo: str
+    hi: str
+    lo_w: float
+    bar_x: int
+    bar_w: int
+    label_drop: int  # > 0: the label sits on its own line, this many pixels above the colour bar's line
+
+
+def _layout_legend(
+    signed: bool, scale: float, measure: TextMeasurer, prop: FontProperties, avail: float
+) -> _Legend:
+    """Lay out the legend: label, low end, colour bar and high end on one line.
+
+    The bar shrinks to fit; on a narrow image the label moves onto its own line rather than pushing the bar past
+    the right edge.
+    """
+    label = "relevance (white = 0):" if signed else "relevance:"
+    lo, hi = (f"{-scale:.3g}" if signed else "0"), f"{scale:.3g}"
+    label_w, lo_w, hi_w = (measure.width(text, prop) for text in (label, lo, hi))
+    ends = lo_w + hi_w + 2 * _LEGEND_GAP
+    inline = avail - (label_w + 8 + ends) >= _LEGEND_BAR_MIN_PX
+    lead = label_w + 8 if inline else 0.0
+    bar_w = int(max(8, min(_LEGEND_BAR_PX[0], avail - lead - ends)))
+    drop = 0 if inline else round(pt_to_px(_LEGEND_PT) * 1.5)
+    return _Legend(label, lo, hi, lo_w, int(MARGIN_PX + lead + lo_w + _LEGEND_GAP), bar_w, drop)
 
 
 def _visible(token: str) -> str:

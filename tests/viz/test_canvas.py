@@ -39,3 +39,25 @@ def test_score_colours():
 
     assert np.array_equal(rgb(-5.0), rgb(0.0)) and np.array_equal(rgb(2.0), rgb(1.0))  # clipped to the scale
     assert _canvas.text_colour(rgb(1.0)) == "white" and _canvas.text_colour(rgb(0.0)) == "black"
+
+
+def test_card_sizes_are_tensorboards():
+    # The IMAGES card of TensorBoard's frontend: 350 px wide whatever the window, its image at most 1024 px tall
+    # before the card scrolls. Heatmaps are drawn to these sizes (shown at actual size); if TensorBoard changes
+    # them, this says so (tests/sinks/test_tensorboard_browser.py measures them in a real browser).
+    import re
+    import zipfile
+    from pathlib import Path
+
+    import pytest
+
+    tensorboard = pytest.importorskip("tensorboard")
+    from lightning_xai.viz.render import CARD_MAX_HEIGHT_PX
+
+    with zipfile.ZipFile(Path(tensorboard.__file__).parent / "webfiles.zip") as bundle:
+        script = bundle.read("index.js").decode("utf-8", "replace")
+    loader = script[script.index("aria-label=\"Toggle actual size\"") :][:6000]  # the tf-image-loader template
+    host = re.search(r":host \{[^}]*\}", loader).group(0)
+    assert f"width: {_canvas.CARD_WIDTH_PX}px;" in host
+    container = re.search(r"\n\s*#main-image-container \{[^}]*\}", loader).group(0)  # not the actual-size rule
+    assert f"max-height: {CARD_MAX_HEIGHT_PX}px;" in container

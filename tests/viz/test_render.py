@@ -7,8 +7,11 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 
-from lightning_xai.viz import merge_wordpieces, render_image_overlay, render_token_heatmap
+from lightning_xai.records import ProbeSample
+from lightning_xai.viz import merge_wordpieces, render_heatmaps, render_image_overlay, render_token_heatmap
+from lightning_xai.viz._canvas import CARD_WIDTH_PX
 from lightning_xai.viz.image import _bilinear_resize
+from lightning_xai.viz.render import CARD_MAX_HEIGHT_PX, grid_columns, render_sample
 
 WHITE = 250  # channel value above which a pixel counts as background
 
@@ -110,7 +113,7 @@ class TestTokenHeatmap:
         rng = np.random.default_rng(0)
         short = render_token_heatmap([f"word{i}" for i in range(5)], rng.random(5))
         long = render_token_heatmap([f"word{i}" for i in range(300)], rng.random(300))
-        assert short.shape[1] == long.shape[1] == 900
+        assert short.shape[1] == long.shape[1] == CARD_WIDTH_PX == 350
         assert long.shape[0] > 3 * short.shape[0]
         # Wrapping, not overflowing: the right margin stays blank.
         assert not _nonwhite(long[:, -8:]).any()
@@ -177,7 +180,7 @@ class TestTokenHeatmap:
     def test_empty_tokens(self) -> None:
         img = render_token_heatmap([], np.zeros(0), title="empty")
         _assert_rgb(img)
-        assert img.shape[1] == 900
+        assert img.shape[1] == CARD_WIDTH_PX
         assert _nonwhite(img).any()  # the "(no content tokens)" note and the title are drawn
 
     def test_deterministic(self) -> None:
@@ -195,6 +198,93 @@ class TestTokenHeatmap:
     def test_validation(self) -> None:
         with pytest.raises(ValueError, match="one entry per token"):
             render_token_heatmap(["a"], np.zeros(2))
+        with pytest.raises(ValueError, match="at least 200"):
+            render_token_heatmap(["a"], np.zeros(1), width_px=199)
+
+    @pytest.mark.parametrize("width", [200, 260, CARD_WIDTH_PX, 500])
+    @pytest.mark.parametrize("signed", [False, True])
+    def test_legend_fits_narrow_images(self, width: int, signed: bool) -> None:
+        # The signed legend ("relevance (white = 0): -1.23 [bar] 1.23") is wider than a narrow image: its bar
+        # shrinks, then its label moves onto a line of its own; nothing is drawn past the right margin.
+        tokens, scores = ["good", "bad", "movie"], np.array([-1.234567, 0.5, 2.5e-7])
+        img = render_token_heatmap(tokens, scores, title="attn_lrp · sample 12", signed=signed, width_px=width)
+        _assert_rgb(img)
+        assert img.shape[1] == width and not _nonwhite(img[:, -10:]).any()
+        legend = img[-40:].astype(int)
+        blue = (legend[..., 2] - legend[..., 0] > 80).any(0).sum()
+        red = (legend[..., 0] - legend[..., 2] > 80).any(0).sum()
+        assert red > 20 and (blue > 20) == signed  # the whole colour bar is drawn
+
+    def test_a_typical_sample_fits_a_tensorboard_card(self) -> None:
+        # A 42-piece review (what all-MiniLM-L6-v2's WordPiece tokenizer makes of it), title and two-line caption.
+        tokens = ("the acting was surprisingly good and the sound ##track un ##forget ##table , but the plot drag "
+                  "##ged on far too long and the ending felt rushed ; i would still recommend it to anyone who "
+                  "enjoys slow - burning thrill ##ers .").split()
+        scores = np.random.default_rng(0).random(len(tokens)) ** 3
+        caption = "label: positive · pred: positive (p=0.87) · explained: positive"
+        img = render_token_heatmap(tokens, scores, title="grad_sam · sample 3", caption=caption)
+        wide = render_token_heatmap(tokens, scores, title="grad_sam · sample 3", caption=caption, width_px=900)
+        assert img.shape[1] == CARD_WIDTH_PX and 250 < img.shape[0] < 360  # several lines of words, at actual size
+        assert wide.shape[0] < img.shape[0]  # the old 900-px layout: fewer, longer lines
+        assert not _nonwhite(img[:, -10:]).any()
+
+
+# ------------------------------------------------------------------------------------------------ render_heatmaps
+
+
+def _text_sample(methods: list[str], tokens: list[str] | None = None) -> ProbeSample:
+    tokens = tokens or ["the", "play", "##ing", "field", "was", "great"]
+    rng = np.random.default_rng(0)
+    return ProbeSample(0, "pos", "pos", 0.9, "pos", tokens=tokens, maps={m: rng.random(len(tokens)) for m in methods})
+
+
+class TestRenderHeatmaps:
+    def test_word_pieces_are_merged_as_before(self) -> None:
+        # The heatmap shows words, each scored with the sum of its pieces' scores (viz.tokens.merge_wordpieces).
+        pieces = ProbeSample(0, "pos", "pos", 0.9, "pos", tokens=["play", "##ing"], maps={"m": np.array([0.25, 0.5])})
+        word = ProbeSample(0, "pos", "pos", 0.9, "pos", tokens=["playing"], maps={"m": np.array([0.75])})
+        np.testing.assert_array_equal(render_sample(pieces, "m").rgb, render_sample(word, "m").rgb)
+        assert ">playing</span>" in render_sample(pieces, "m").html
+
+    def test_every_method_is_card_wide(self) -> None:
+        rendered = render_heatmaps([_text_sample(["grad_sam", "random", "legrad"])])
+        assert [h.method for h in rendered] == ["grad_sam", "random", "legrad", None]
+        assert all(h.rgb.shape[1] == CARD_WIDTH_PX for h in rendered[:3])
+
+    def test_short_text_comparison_is_one_column_of_card_wide_heatmaps(self) -> None:
+        rendered = render_heatmaps([_text_sample(["grad_sam", "random"])])
+        grid, singles = rendered[-1].rgb, [h.rgb for h in rendered[:2]]
+        assert grid.shape[1] == CARD_WIDTH_PX and grid.shape[0] == sum(s.shape[0] for s in singles) + 8
+        np.testing.assert_array_equal(grid[: singles[0].shape[0]], singles[0])
+
+    def test_many_text_methods_make_a_grid_of_at_most_three_per_row(self) -> None:
+        methods = [f"method_{i}" for i in range(11)]
+        tokens = [f"word{i}" for i in range(40)]
+        rendered = render_heatmaps([_text_sample(methods, tokens)])
+        grid, single = rendered[-1].rgb, rendered[0].rgb
+        assert sum(h.rgb.shape[0] for h in rendered[:11]) > CARD_MAX_HEIGHT_PX  # too tall to stack
+        assert grid.shape[1] == 3 * CARD_WIDTH_PX + 2 * 8  # 3 columns
+        assert grid.shape[0] == 4 * single.shape[0] + 3 * 8  # 4 rows (3, 3, 3, 2)
+        np.testing.assert_array_equal(grid[: single.shape[0], :CARD_WIDTH_PX], single)
+
+    def test_image_comparison_is_a_grid_of_at_most_three_per_row(self) -> None:
+        rng = np.random.default_rng(0)
+        methods = [f"method_{i}" for i in range(11)]
+        sample = ProbeSample(0, "7", "7", 0.9, "7", image=rng.random((16, 16, 3)),
+                             maps={m: rng.random((4, 4)) for m in methods})
+        rendered = render_heatmaps([sample])
+        grid, single = rendered[-1].rgb, rendered[0].rgb
+        assert grid.shape[1] == 3 * single.shape[1] + 2 * 8  # was 11 in one row (5,294 px wide)
+        assert grid.shape[0] == 4 * single.shape[0] + 3 * 8
+
+    @pytest.mark.parametrize(("count", "columns"), [(1, 1), (2, 2), (3, 3), (4, 2), (5, 3), (6, 3), (7, 3), (11, 3)])
+    def test_grid_columns_balance_the_rows(self, count: int, columns: int) -> None:
+        images = [np.zeros((300, 474, 3), np.uint8)] * count
+        assert grid_columns(images) == columns
+        tall = [np.zeros((CARD_MAX_HEIGHT_PX // 2, CARD_WIDTH_PX, 3), np.uint8)] * count
+        assert grid_columns(tall, stack_up_to=CARD_MAX_HEIGHT_PX) == (1 if count == 1 else columns)
+        short = [np.zeros((40, CARD_WIDTH_PX, 3), np.uint8)] * count
+        assert grid_columns(short, stack_up_to=CARD_MAX_HEIGHT_PX) == 1
 
 
 # ------------------------------------------------------------------------------------------------ image overlay
