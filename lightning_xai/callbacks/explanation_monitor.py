@@ -8,6 +8,7 @@ scheduled validation, logs the scalars with ``pl_module.log`` and hands one repo
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -28,7 +29,7 @@ from lightning_xai.modalities import Modality
 from lightning_xai.probe import ProbeSet, forward_parameters
 from lightning_xai.scoring import Scoreboard, metric_name
 from lightning_xai.sinks import Sink, publish, sinks_for
-from lightning_xai.sinks.files import files_directory, new_run_id
+from lightning_xai.sinks.files import FilesSink, files_directory, new_run_id
 from lightning_xai.types import Explanation
 
 try:  # One class that both `lightning.pytorch.Trainer` and `pytorch_lightning.Trainer` accept as a callback.
@@ -169,6 +170,11 @@ class ExplanationMonitor(*_CALLBACK_BASES):  # type: ignore[misc]
         self._scoreboard: Scoreboard | None = None
         self._sinks: list[Sink] = []
         self._disabled_reason: str | None = None
+
+    @property
+    def output_directory(self) -> Path | None:
+        """This run's files folder (``explanations.jsonl``, heatmaps); None before setup, with files off, off rank 0."""
+        return next((sink.directory for sink in self._sinks if isinstance(sink, FilesSink)), None)
 
     @property
     def state_key(self) -> str:

@@ -66,13 +66,13 @@ def parser() -> argparse.ArgumentParser:
 
 def _recipe_objects(configs: Sequence[str], overrides: Sequence[str]) -> tuple[Any, Any, Any, Any]:
     """Instantiate the recipe's model, data module and monitor (nothing runs) -> (model, datamodule, monitor, cfg)."""
-    from lightning_xai.cli.train import recipe_cli
+    from lightning_xai.cli.train import recipe_cli, recipe_config
 
     args: list[str] = []
     for config in configs:
-        args += ["--config", config]
-    # No logger or checkpoint callback for the recipe's own trainer: it is only read, never run.
-    args += [*overrides, "--trainer.logger=false", "--trainer.enable_checkpointing=false"]
+        args += ["--config", recipe_config(config)]  # a run's saved config.yaml works as well as the recipe
+    # No logger for the recipe's own trainer: it is only read, never run (a recipe's ModelCheckpoint stays idle).
+    args += [*overrides, "--trainer.logger=false"]
     cli = recipe_cli(args, save_config_callback=None, run=False)
     monitor = next((cb for cb in cli.trainer.callbacks if isinstance(cb, ExplanationMonitor)), None)
     return cli.model, cli.datamodule, monitor, cli.config

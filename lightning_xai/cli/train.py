@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import inspect
 import os
+import shlex
+import sys
+from pathlib import Path
+from typing import Any
 
+import yaml
 from jsonargparse import Namespace
-from lightning.pytorch import LightningDataModule, LightningModule
+from lightning.pytorch import LightningDataModule, LightningModule, Trainer
 from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCLI
 
+from lightning_xai.callbacks.progress import LineProgress
 from lightning_xai.cli.summary import print_run_summary
 
 #: The LightningCLI subcommands the recipes support (no ``predict``).
@@ -42,8 +49,10 @@ class XAICLI(LightningCLI):
         return {k: v for k, v in LightningCLI.subcommands().items() if k in SUBCOMMANDS}
 
     def after_fit(self) -> None:
-        """Print the run summary."""
+        """Print the run summary and the commands that explain the saved checkpoint and report on the run."""
         print_run_summary(self.trainer, "fit")
+        for line in next_steps(self.trainer):
+            print(line)
 
     def after_validate(self) -> None:
         """Print the run summary."""
@@ -54,8 +63,78 @@ class XAICLI(LightningCLI):
         print_run_summary(self.trainer, "test")
 
 
+def _program() -> str:
+    """``lightning-xai`` when it is on PATH, else the one installed beside this interpreter (e.g. ``.venv/bin``)."""
+    import shutil
+
+    beside = Path(sys.executable).with_name("lightning-xai")
+    return "lightning-xai" if shutil.which("lightning-xai") or not beside.exists() else shlex.quote(str(beside))
+
+
+def next_steps(trainer: Any) -> list[str]:
+    """The exact ``explain`` and ``report`` commands for the run that just ended (empty when it saved neither).
+
+    ``explain`` gets the run's saved ``config.yaml`` (the recipe with every override of this run) and the last
+    checkpoint; ``report`` gets the folder holding the run's ``explanations.jsonl``.
+    """
+    from lightning_xai.callbacks.explanation_monitor import ExplanationMonitor
+
+    lines = []
+    checkpoint = getattr(getattr(trainer, "checkpoint_callback", None), "last_model_path", "") or getattr(
+        getattr(trainer, "checkpoint_callback", None), "best_model_path", ""
+    )
+    log_dir = getattr(trainer, "log_dir", None)
+    config = Path(log_dir) / "config.yaml" if log_dir else None
+    if checkpoint and config is not None and config.is_file():
+        lines.append(
+            f"  explain the checkpoint over the whole validation split: {_program()} explain "
+            f"--ckpt {shlex.quote(str(checkpoint))} --config {shlex.quote(str(config))}"
+        )
+    for callback in trainer.callbacks:
+        if isinstance(callback, ExplanationMonitor):
+            directory = callback.output_directory
+            if directory is not None and (directory / "explanations.jsonl").is_file():
+                lines.append(
+                    f"  HTML report of this run: {_program()} report {shlex.quote(str(directory))} "
+                    f"-o {shlex.quote(str(directory / 'report.html'))}"
+                )
+    return ["Next:", *lines] if lines else []
+
+
+#: Top-level keys a saved config gets from the subcommand's method (``ckpt_path`` ...), not from the recipe.
+_METHOD_KEYS = frozenset(
+    name
+    for method in (Trainer.fit, Trainer.validate, Trainer.test)
+    for name in inspect.signature(method).parameters
+    if name not in ("self", "model", "datamodule", "train_dataloaders", "val_dataloaders", "dataloaders")
+)
+
+
+def recipe_config(path: str) -> str:
+    """A recipe path, or for a run's saved ``config.yaml`` its YAML without the subcommand keys (``ckpt_path``).
+
+    LightningCLI saves the config of ``fit`` with ``ckpt_path``; the recipe parser of ``explain`` knows no
+    subcommand, so those keys are dropped (jsonargparse takes the YAML text in place of a path).
+    """
+    try:
+        content = yaml.safe_load(Path(path).read_text())
+    except (OSError, yaml.YAMLError):
+        return path  # not ours to judge: the parser reports it
+    if not isinstance(content, dict) or not _METHOD_KEYS & set(content):
+        return path
+    return yaml.safe_dump({k: v for k, v in content.items() if k not in _METHOD_KEYS}, sort_keys=False)
+
+
 def recipe_cli(args: list[str], **kwargs: object) -> XAICLI:
-    """An :class:`XAICLI` whose YAML ``class_path`` entries pick the LightningModule and the LightningDataModule."""
+    """An :class:`XAICLI` whose YAML ``class_path`` entries pick the LightningModule and the LightningDataModule.
+
+    When output is not a terminal, the progress bar gives way to :class:`~lightning_xai.callbacks.LineProgress`.
+    """
+    if not sys.stdout.isatty():
+        defaults: dict[str, Any] = dict(kwargs.pop("trainer_defaults", None) or {})  # type: ignore[call-overload]
+        defaults.setdefault("enable_progress_bar", False)
+        defaults["callbacks"] = [*defaults.get("callbacks", []), LineProgress()]
+        kwargs["trainer_defaults"] = defaults
     return XAICLI(
         model_class=LightningModule,
         datamodule_class=LightningDataModule,

@@ -1,5 +1,7 @@
 """The lightning-xai CLI: fit/validate/test through LightningCLI, demo, --print_config and the run summary."""
 
+import json
+import shlex
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -12,7 +14,12 @@ REPO = Path(__file__).resolve().parents[2]
 RECIPE = REPO / "recipes" / "minilm_sentiment.yaml"
 # Short runs with few batches: silence Lightning's hint about log_every_n_steps.
 pytestmark = pytest.mark.filterwarnings("ignore:The number of training batches")
+SEED_METHODS = ["grad_sam", "legrad", "cp_lrp", "attn_lrp", "attention_shapley", "random"]
 TINY_DATA = ["--data.train_size=32", "--data.val_size=16", "--data.test_size=16", "--data.batch_size=16"]
+
+
+def LOG_DIR(tmp_path: Path) -> Path:  # noqa: N802 (reads as the constant it is, per test)
+    return tmp_path / "runs" / "minilm_sentiment" / "version_0"
 
 
 def _no_callbacks_recipe(tmp_path: Path) -> Path:
@@ -36,7 +43,12 @@ def test_recipe_defaults_are_the_documented_ones():
     assert trainer["max_epochs"] == 2 and trainer["accelerator"] == "cpu" and trainer["devices"] == 1
     assert trainer["logger"]["class_path"] == "lightning.pytorch.loggers.TensorBoardLogger"
     assert "num_sanity_val_steps" not in trainer
-    assert [c["class_path"] for c in trainer["callbacks"]] == ["lightning_xai.ExplanationMonitor"]
+    assert [c["class_path"] for c in trainer["callbacks"]] == [
+        "lightning.pytorch.callbacks.ModelCheckpoint", "lightning_xai.ExplanationMonitor"
+    ]
+    assert trainer["callbacks"][0]["init_args"] == {"save_last": True, "save_top_k": 0, "save_weights_only": True}
+    monitor = trainer["callbacks"][1]["init_args"]
+    assert monitor["explainers"] == SEED_METHODS
     assert config["model"]["class_path"] == "lightning_xai.recipes.TextClassifier"
     assert config["data"]["class_path"] == "lightning_xai.recipes.SentimentDataModule"
 
@@ -148,32 +160,46 @@ def test_summary_only_on_rank_zero(capsys):
     assert capsys.readouterr().out == ""
 
 
-# ---------------------------------------------------------------------------------------------------------------
-# NEEDS THE LEAD'S CODE: runs the real recipe, including the ExplanationMonitor / GradSAM / Random / DeletionAUC
-# callback block. It fails until lightning_xai.ExplanationMonitor, lightning_xai.explainers.{GradSAM,Random} and
-# lightning_xai.metrics.DeletionAUC exist and accept the recipe's init_args.
-# ---------------------------------------------------------------------------------------------------------------
-def test_demo_recipe_with_explanation_monitor(tmp_path, capsys, monkeypatch):
+def test_demo_monitors_every_seed_method_and_prints_the_next_commands(tmp_path, capsys, monkeypatch):
+    """The demo recipe: every seed method x every metric logged, progress lines (capsys is not a terminal), a last
+    checkpoint, and closing lines whose ``explain`` command runs as printed (the run's saved config included)."""
     monkeypatch.chdir(tmp_path)
-    # Not fast_dev_run (its logger is a no-op): one short epoch whose validation holds num_samples=32 tweets.
+    # Not fast_dev_run (it saves no checkpoint and logs nothing): one short epoch, a probe set of 4 tweets.
     cli.main(
         [
             "demo",
             "--trainer.max_epochs=1",
             "--trainer.limit_train_batches=1",
-            "--trainer.limit_val_batches=2",
+            "--trainer.limit_val_batches=1",
             "--trainer.num_sanity_val_steps=0",
-            "--trainer.enable_progress_bar=false",
-            "--data.train_size=32",
-            "--data.val_size=32",
-            "--data.test_size=16",
-            "--data.batch_size=16",
+            "--trainer.enable_model_summary=false",
+            "--data.train_size=8",
+            "--data.val_size=4",
+            "--data.test_size=4",
+            "--data.batch_size=4",
+            "--data.max_length=24",
             *_sandbox(tmp_path),
         ]
     )
     out = capsys.readouterr().out
     assert "fit finished" in out
-    assert "Explanation metrics" in out
+    record = [json.loads(line) for line in (LOG_DIR(tmp_path) / "xai" / "explanations.jsonl").read_text().splitlines()]
+    scalars = record[0]["scalars"]
+    for method in SEED_METHODS:
+        for metric in ("deletion_auc", "aopc_comprehensiveness", "aopc_sufficiency"):
+            assert f"xai/{method}/{metric}" in scalars, (method, metric)
+    assert "epoch 1/1 · validated in" in out and "epoch 1/1 · explanations: best deletion_auc" in out
+    checkpoint = LOG_DIR(tmp_path) / "checkpoints" / "last.ckpt"
+    assert checkpoint.is_file()
+    explain_line = next(line for line in out.splitlines() if " explain --ckpt " in line)
+    report_line = next(line for line in out.splitlines() if " report " in line)
+    assert str(checkpoint.relative_to(tmp_path)) in explain_line and "config.yaml" in explain_line
+    assert "xai -o" in report_line
+
+    explain_args = shlex.split(explain_line.split(": ", 1)[1])[1:]  # as printed, minus the program
+    cli.main([*explain_args, "--limit", "4", "--batch_size", "4", "--num_heatmaps", "0", "--out", "explained"])
+    explained = (tmp_path / "explained" / "xai" / "explanations.jsonl").read_text().splitlines()
+    assert set(json.loads(explained[0])["scalars"]) >= {f"xai/{method}/deletion_auc" for method in SEED_METHODS}
 
 
 def test_text_classifier_module():

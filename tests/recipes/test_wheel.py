@@ -41,10 +41,16 @@ def test_the_installed_wheel_lists_and_runs_its_bundled_recipes_from_an_empty_fo
     cli = str(venv / "bin" / "lightning-xai")
     listed = subprocess.run([cli, "recipes"], cwd=run, env=env, capture_output=True, text=True, check=True).stdout
     assert "minilm_sentiment" in listed and "vit_digits" in listed
-    demo = subprocess.run([cli, "demo", "--trainer.fast_dev_run=1", "--data.init_args.train_size=32",
-                           "--data.init_args.val_size=16"], cwd=run, env=env, capture_output=True, text=True)
+    tiny = ["--data.init_args.train_size=32", "--data.init_args.val_size=16", "--data.init_args.batch_size=4"]
+    demo = subprocess.run([cli, "demo", "--trainer.fast_dev_run=1", *tiny], cwd=run, env=env, capture_output=True,
+                          text=True)
     assert demo.returncode == 0, demo.stderr[-3000:]
     assert "fit finished" in demo.stdout
+    # the demo monitors every seed method (its summary table has one row per method; the log is not a terminal,
+    # so a plain line per monitored validation is printed too)
+    for method in ("grad_sam", "legrad", "cp_lrp", "attn_lrp", "attention_shapley", "random"):
+        assert f"{method}" in demo.stdout, method
+    assert "explanations: best deletion_auc" in demo.stdout
     by_name = subprocess.run([cli, "fit", "--config", "vit_digits", "--print_config"], cwd=run, env=env,
                              capture_output=True, text=True)
     assert by_name.returncode == 0 and "DigitsDataModule" in by_name.stdout, by_name.stderr[-2000:]
