@@ -50,26 +50,28 @@ def _raise(_where: str, error: BaseException) -> None:
 def render_sample(sample: ProbeSample, method: str, epoch: int | None = None) -> Heatmap:
     """The heatmap of one method's map of one sample: an image overlay or a token heatmap (+ its HTML).
 
+    The title names the method, the sample and, when given, the epoch: a TensorBoard image card shows the step
+    only, and the heatmaps of a validation are logged at a step of their own.
+
     Example:
         >>> import numpy as np
         >>> sample = ProbeSample(0, "pos", "pos", 0.9, "pos", tokens=["good", "film"],
         ...                      maps={"grad_sam": np.array([0.9, 0.1])})
         >>> heatmap = render_sample(sample, "grad_sam", epoch=2)
-        >>> heatmap.rgb.dtype.name, heatmap.rgb.shape[2], "film" in heatmap.html
-        ('uint8', 3, True)
+        >>> heatmap.rgb.dtype.name, heatmap.rgb.shape[2], "film" in heatmap.html, "sample 0 · epoch 2" in heatmap.html
+        ('uint8', 3, True, True)
     """
     from lightning_xai.viz import render_image_overlay, render_token_heatmap, token_heatmap_html
 
     values = np.asarray(sample.maps[method])
     signed = sample.signed.get(method, False)
-    title = f"{method} · sample {sample.index}"
+    title = f"{method} · sample {sample.index}" + ("" if epoch is None else f" · epoch {epoch}")
     if sample.image is not None:
         rgb = render_image_overlay(sample.image, values, title=title, caption=sample.caption(), signed=signed)
         return Heatmap(method, sample.index, rgb)
     tokens = sample.tokens or []
     rgb = render_token_heatmap(tokens, values, title=title, caption=sample.caption(), signed=signed)
-    page_title = title if epoch is None else f"{title} · epoch {epoch}"
-    html = token_heatmap_html(tokens, values, title=page_title, caption=sample.caption(), signed=signed)
+    html = token_heatmap_html(tokens, values, title=title, caption=sample.caption(), signed=signed)
     return Heatmap(method, sample.index, rgb, html)
 
 
@@ -80,7 +82,7 @@ def render_heatmaps(
 
     Args:
         samples: the probe samples with their maps.
-        epoch: shown in the HTML titles.
+        epoch: shown in the titles.
         on_error: called with ``(where, error)`` when a heatmap fails to render (default: raise); the others
             are still rendered.
 

@@ -246,6 +246,14 @@ class TestRenderHeatmaps:
         np.testing.assert_array_equal(render_sample(pieces, "m").rgb, render_sample(word, "m").rgb)
         assert ">playing</span>" in render_sample(pieces, "m").html
 
+    def test_the_epoch_is_in_the_title(self) -> None:
+        # A TensorBoard image card shows the step only: the heatmap itself says which epoch it is.
+        sample = _text_sample(["m"])
+        first, second = render_sample(sample, "m", epoch=1), render_sample(sample, "m", epoch=2)
+        rows = np.nonzero(_changed(first.rgb, second.rgb).any(1))[0]
+        assert rows.size and rows.max() < 40  # the title line only
+        assert "m · sample 0 · epoch 2" in second.html
+
     def test_every_method_is_card_wide(self) -> None:
         rendered = render_heatmaps([_text_sample(["grad_sam", "random", "legrad"])])
         assert [h.method for h in rendered] == ["grad_sam", "random", "legrad", None]
