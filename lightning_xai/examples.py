@@ -56,13 +56,16 @@ ARCHITECTURES: Mapping[str, str] = MappingProxyType(
         "xlm_roberta": "roberta",
         **{name: name for name in ("vit", "deit", "deit_with_teacher", "beit", "dinov2", "data2vec_vision", "swin")},
         "clip": "clip_vision",
+        "clip_zero_shot": "clip_zero_shot",
         **dict.fromkeys(("llama", "qwen2", "qwen3", "mistral", "gemma", "gemma2", "phi3"), "decoder"),
         "gpt2": "gpt2",
         "opt": "generic",  # a decoder of no family: the generic fallback
     }
 )
 #: The vision architectures (the others take token ids).
-VISION = frozenset({"vit", "deit", "deit_with_teacher", "beit", "dinov2", "data2vec_vision", "swin", "clip"})
+VISION = frozenset(
+    {"vit", "deit", "deit_with_teacher", "beit", "dinov2", "data2vec_vision", "swin", "clip", "clip_zero_shot"}
+)
 _HF_NAMES = {
     "bert": "Bert", "roberta": "Roberta", "distilbert": "DistilBert", "electra": "Electra", "albert": "Albert",
     "modernbert": "ModernBert", "xlm_roberta": "XLMRoberta", "vit": "ViT", "deit": "DeiT", "beit": "Beit",
@@ -134,6 +137,8 @@ def tiny_classifier(
     decoder = dict(hidden_size=16, intermediate_size=24, num_hidden_layers=layers, num_attention_heads=4,
                    num_key_value_heads=2, head_dim=4, vocab_size=vocab_size, pad_token_id=0, bos_token_id=2,
                    eos_token_id=3, num_labels=num_labels, max_position_embeddings=64)
+    if architecture == "clip_zero_shot":
+        return _tiny_clip_zero_shot(options["clip"], num_labels, vocab_size, seed)
     config_name = "DeiT" if architecture == "deit_with_teacher" else _HF_NAMES[architecture]
     head = "ForImageClassification" if architecture in VISION else "ForSequenceClassification"
     if architecture == "deit_with_teacher":
@@ -144,3 +149,19 @@ def tiny_classifier(
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         return getattr(transformers, config_name + head)(config).eval()
+
+
+def _tiny_clip_zero_shot(options: dict, num_labels: int, vocab_size: int, seed: int | None) -> nn.Module:
+    """A tiny random ``CLIPModel`` with ``num_labels`` random prompts of 5 tokens, as a zero-shot classifier."""
+    from lightning_xai.families.clip import CLIPZeroShotClassifier
+
+    text = dict(options["text_config"], bos_token_id=2, eos_token_id=3, pad_token_id=0)
+    config = transformers.CLIPConfig(vision_config=options["vision_config"], text_config=text)
+    with torch.random.fork_rng(devices=[]):
+        if seed is not None:
+            torch.manual_seed(seed)
+        clip = transformers.CLIPModel(config).eval()
+        ids = torch.randint(4, vocab_size, (num_labels, 5))
+    ids[:, 0], ids[:, -1] = 2, 3  # CLIP pools the text at its end-of-text token (the last one here)
+    prompts = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+    return CLIPZeroShotClassifier(clip, prompts).eval()

@@ -11,7 +11,8 @@ from transformers import BertTokenizerFast
 from lightning_xai.examples import ARCHITECTURES, tiny_classifier
 
 TEXT_FAMILIES = ("bert", "roberta", "distilbert")
-VISION_FAMILIES = ("vit", "deit", "deit_with_teacher", "beit", "dinov2", "data2vec_vision", "swin", "clip")
+VISION_FAMILIES = ("vit", "deit", "deit_with_teacher", "beit", "dinov2", "data2vec_vision", "swin", "clip",
+                   "clip_zero_shot")
 #: More text encoders (their own families, or RoBERTa's for XLM-R).
 MORE_ENCODERS = ("electra", "xlm_roberta", "albert", "modernbert", "deberta_v2", "mpnet")
 #: Decoder LLM architectures (tiny, random), all pooled at the last real token.

@@ -12,6 +12,7 @@ unknown implementations.
 
 from __future__ import annotations
 
+import logging
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -113,6 +114,27 @@ def _all_configs(model: PreTrainedModel) -> list[Any]:
     return list(seen.values())
 
 
+class _SubConfigWarningFilter(logging.Filter):
+    """Drops transformers' warning that a sub-config without a sub-model (CLIP's text config) was switched.
+
+    Expected here, where every config is restored on exit; otherwise it is printed at every explanation pass.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "without finding the associated sub-model" not in record.getMessage()
+
+
+@contextmanager
+def _quiet_sub_config_warning() -> Iterator[None]:
+    logger = logging.getLogger("transformers.modeling_utils")
+    quiet = _SubConfigWarningFilter()
+    logger.addFilter(quiet)
+    try:
+        yield
+    finally:
+        logger.removeFilter(quiet)
+
+
 @contextmanager
 def attention_implementation(model: nn.Module, key: str) -> Iterator[None]:
     """Switch ``model`` (and every sub-config) to attention implementation ``key``; restore each config on exit.
@@ -137,7 +159,8 @@ def attention_implementation(model: nn.Module, key: str) -> Iterator[None]:
         )
     previous = [(config, config._attn_implementation_internal) for config in _all_configs(model)]
     try:
-        set_implementation(key)
+        with _quiet_sub_config_warning():
+            set_implementation(key)
         yield
     finally:
         for config, implementation in previous:

@@ -3,8 +3,8 @@
 Example:
     >>> list(list_families())  # doctest: +NORMALIZE_WHITESPACE
     ['bert', 'roberta', 'distilbert', 'electra', 'albert', 'modernbert', 'deberta_v2', 'mpnet', 'vit',
-     'deit_with_teacher', 'deit', 'beit', 'dinov2', 'data2vec_vision', 'swin', 'clip_vision', 'decoder', 'gpt2',
-     'generic']
+     'deit_with_teacher', 'deit', 'beit', 'dinov2', 'data2vec_vision', 'swin', 'clip_vision', 'clip_zero_shot',
+     'decoder', 'gpt2', 'generic']
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from lightning_xai.families.albert import AlbertFamily
 from lightning_xai.families.base import CAPABILITIES, ENCODER_LRP_RULES, LRPRule, ModelFamily
 from lightning_xai.families.beit import BeitFamily
 from lightning_xai.families.bert import BertFamily
-from lightning_xai.families.clip import ClipVisionFamily
+from lightning_xai.families.clip import ClipVisionFamily, CLIPZeroShotClassifier, ClipZeroShotFamily
 from lightning_xai.families.data2vec_vision import Data2VecVisionFamily
 from lightning_xai.families.deberta import DebertaV2Family
 from lightning_xai.families.decoder import DecoderFamily
@@ -56,6 +56,9 @@ def resolve_family(model: nn.Module) -> ModelFamily:
         Traceback (most recent call last):
         lightning_xai.errors.UnsupportedModelError: ...
     """
+    refusal = _known_refusal(model)
+    if refusal is not None:
+        raise UnsupportedModelError(refusal)
     for cls in _FAMILIES.items().values():
         if cls.matches(model):
             family = cls(model)
@@ -76,6 +79,49 @@ def resolve_family(model: nn.Module) -> ModelFamily:
     )
 
 
+#: transformers model classes known NOT to be explainable here -> (why, what to do); checked before the families.
+KNOWN_UNSUPPORTED: dict[str, tuple[str, str]] = {
+    "CLIPModel": (
+        "its output is an image-text similarity matrix (logits_per_image [images, texts]), not one logit per class",
+        "wrap it with its class prompts: lightning_xai.families.CLIPZeroShotClassifier(model, tokenizer(prompts, "
+        "padding=True, return_tensors='pt'), labels=...) and explain that (e.g. ExplanationMonitor(model_getter="
+        "lambda module: CLIPZeroShotClassifier(module.clip, prompts)))",
+    ),
+    "LongformerPreTrainedModel": (
+        "its sliding-window and global attention is computed inside its own modules, outside the AttentionInterface, "
+        "and its attention maps are banded [B, N, H, window] rather than [B, H, N, N] over the token axis",
+        "fine-tune an encoder of a supported family (e.g. RoBERTa, ModernBERT for long inputs), or explain with "
+        "captum's input-gradient methods outside the monitor",
+    ),
+    "LEDPreTrainedModel": (
+        "its encoder uses Longformer's banded sliding-window attention, outside the AttentionInterface",
+        "use a model of a supported family, or captum's input-gradient methods outside the monitor",
+    ),
+    "BigBirdPreTrainedModel": (
+        "its block-sparse attention is computed inside its own modules, outside the AttentionInterface, and has no "
+        "full [N, N] attention map to record",
+        "use a model of a supported family (ModernBERT handles long inputs), or captum's input-gradient methods",
+    ),
+    "BigBirdPegasusPreTrainedModel": (
+        "its block-sparse attention is computed inside its own modules, outside the AttentionInterface",
+        "use a model of a supported family, or captum's input-gradient methods outside the monitor",
+    ),
+}
+
+
+def _known_refusal(model: nn.Module) -> str | None:
+    """The reason a known-unsupported transformers model cannot be explained, with what to do; None otherwise."""
+    import transformers
+
+    for class_name, (why, what) in KNOWN_UNSUPPORTED.items():
+        cls = getattr(transformers, class_name, None)
+        if isinstance(cls, type) and isinstance(model, cls):
+            return (
+                f"lightning_xai cannot explain a {type(model).__name__}: {why}. What to do: {what}."
+            )
+    return None
+
+
 register_family(BertFamily)
 register_family(RobertaFamily)
 register_family(DistilBertFamily)
@@ -92,6 +138,7 @@ register_family(Dinov2Family)
 register_family(Data2VecVisionFamily)
 register_family(SwinFamily)
 register_family(ClipVisionFamily)
+register_family(ClipZeroShotFamily)
 register_family(DecoderFamily)
 register_family(GPT2Family)
 register_family(GenericFamily)  # last: the fallback for any other model on the AttentionInterface
@@ -100,6 +147,9 @@ __all__ = [
     "SwinFamily",
     "Data2VecVisionFamily",
     "ClipVisionFamily",
+    "ClipZeroShotFamily",
+    "CLIPZeroShotClassifier",
+    "KNOWN_UNSUPPORTED",
     "MPNetFamily",
     "GenericFamily",
     "DebertaV2Family",

@@ -32,6 +32,7 @@ EXPECTED_REFUSALS = {
     "swin": {"attentions", "attention_gradients", "hidden_states", "prediction_row", "head_readout",  # windows
              "input_embeddings"},  # LN(patch embedding): x . grad = 0
     "clip": {"prediction_row", "input_embeddings"},  # patch-mean head; conv patch embedding
+    "clip_zero_shot": {"input_embeddings"},  # conv patch embedding (its image embedding is the class token's)
 }
 
 
@@ -126,7 +127,8 @@ def test_the_family_builds_the_modality():
 
 
 @pytest.mark.parametrize(
-    "architecture", ["deit_with_teacher", "electra", "xlm_roberta", "albert", "beit", "dinov2", "swin", "clip"]
+    "architecture", ["deit_with_teacher", "electra", "xlm_roberta", "albert", "beit", "dinov2", "swin", "clip",
+                     "clip_zero_shot"]
 )
 def test_cp_lrp_is_conservative_without_biases(architecture):
     """Biases zeroed, read at the embedding output: the relevance sums to the explained logit (1e-5 relative)."""
