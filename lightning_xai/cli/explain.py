@@ -19,7 +19,7 @@ import torch
 from lightning_xai._runtime import ErrorPolicy, preserved_rng
 from lightning_xai.adapters import as_adapted, default_batch_adapter, default_model_getter
 from lightning_xai.callbacks.explanation_monitor import ExplanationMonitor
-from lightning_xai.cli.summary import agreement_table, method_metric_table, print_table, tensorboard_command
+from lightning_xai.cli.summary import print_explanation_tables, tensorboard_command
 from lightning_xai.explainers import Explainer, Random, get_explainer
 from lightning_xai.families import resolve_family
 from lightning_xai.keys import LogKeys
@@ -178,15 +178,21 @@ def explain_checkpoint(
             bar.close()
     scalars = {key: float(value) for key, value in result.values.items() if not torch.isnan(value)}
     _write(out, result, scalars, keys, policy)
-    header, rows = method_metric_table(scalars, keys.prefix)
     print(f"\n[lightning-xai] explained {probe.count} {split} samples with {os.path.basename(ckpt)}")
-    print_table("Explanation metrics (method x metric)", header, rows)
-    header, rows = agreement_table(scalars, keys.prefix)
-    if rows:
-        print_table("Agreement between methods (Spearman)", header, rows)
+    print_explanation_tables(scalars, keys.prefix, directions=_directions(result.higher_is_better, keys))
     print(f"  files: {os.path.abspath(os.path.join(out, 'xai'))}")
     print(f"  dashboard: {tensorboard_command()} --logdir {shlex.quote(os.path.abspath(out))}")
     return scalars
+
+
+def _directions(higher_is_better: dict[str, bool], keys: LogKeys) -> dict[str, bool]:
+    """Metric name -> higher is better, from the run's per-key directions (a LeRF deletion is higher-better)."""
+    found = {}
+    for key, higher in higher_is_better.items():
+        parsed = keys.parse(key)
+        if parsed is not None and parsed.kind == "score":
+            found[parsed.metric] = bool(higher)
+    return found
 
 
 def _methods(

@@ -127,8 +127,8 @@ def test_demo_points_at_the_recipe():
 def test_summary_table_from_callback_history(capsys):
     monitor = SimpleNamespace(
         history={
-            0: {"xai/GradSAM/deletion_auc": 0.25, "xai/Random/deletion_auc": 0.5},
-            1: {"xai/GradSAM/deletion_auc": 0.125},
+            0: {"xai/grad_sam/deletion_auc": 0.25, "xai/random/deletion_auc": 0.5},
+            1: {"xai/grad_sam/deletion_auc": 0.125},
         }
     )
     trainer = SimpleNamespace(
@@ -136,8 +136,10 @@ def test_summary_table_from_callback_history(capsys):
     )
     cli.print_run_summary(trainer, "fit")
     out = capsys.readouterr().out
-    assert "xai/GradSAM/deletion_auc" in out and "xai/Random/deletion_auc" in out
-    assert "0.2500" in out and "0.5000" in out and "0.1250" in out
+    assert "Explanation metrics at epoch 1 (the last of 2 validations)" in out
+    # each key's latest value: grad_sam's of epoch 1, random's of epoch 0
+    assert _row(out, "grad_sam") == ["0.1250"] and _row(out, "random (baseline)") == ["0.5000"]
+    assert "deletion_auc (lower is better)" in out
 
 
 def test_summary_falls_back_to_callback_metrics(capsys):
@@ -148,11 +150,124 @@ def test_summary_falls_back_to_callback_metrics(capsys):
         loggers=[],
         log_dir=None,
         callbacks=[],
-        callback_metrics={"xai/GradSAM/deletion_auc": torch.tensor(0.75), "val/acc": 0.5},
+        callback_metrics={"xai/grad_sam/deletion_auc": torch.tensor(0.75), "val/acc": 0.5},
     )
     cli.print_run_summary(trainer, "validate")
     out = capsys.readouterr().out
-    assert "xai/GradSAM/deletion_auc" in out and "0.7500" in out and "val/acc" not in out
+    assert _row(out, "grad_sam") == ["0.7500"] and "val/acc" not in out
+
+
+def _row(out: str, name: str) -> list[str]:
+    """The cells after ``name`` in the table row that starts with it."""
+    for line in out.splitlines():
+        cells = [c.strip() for c in line.replace("┃", "│").strip("│ ").split("│")]
+        if cells and cells[0] == name:
+            return cells[1:]
+    raise AssertionError(f"no row {name!r} in:\n{out}")
+
+
+#: Six methods (names as long as the registry's), the baseline and four metrics, as the monitor logs them.
+SIX = ["grad_sam", "attention_shapley", "integrated_gradients", "gradient_x_input", "raw_attention", "attn_lrp"]
+FOUR = ["deletion_auc", "insertion_auc", "aopc_comprehensiveness", "aopc_sufficiency"]
+
+
+def _six_method_scalars() -> dict[str, float]:
+    scalars = {}
+    methods = [*SIX, "random"]
+    for i, method in enumerate(methods):
+        for j, metric in enumerate(FOUR):
+            scalars[f"xai/{method}/{metric}"] = -0.5 + 0.1 * i + 0.01 * j
+            if method != "random":
+                scalars[f"xai/{method}/{metric}_gain_vs_random"] = -12.5 + i
+        scalars[f"xai/{method}/stability"] = 0.5
+        scalars[f"xai/{method}/degenerate_samples"] = float(i == 2)
+        scalars[f"xai/{method}/skipped_samples"] = 0.0
+    for i, first in enumerate(methods):
+        for second in methods[i + 1 :]:
+            scalars[f"xai/agreement/{first}_vs_{second}"] = -0.25
+    return scalars
+
+
+def _check_fits_80_columns(out: str) -> None:
+    lines = out.splitlines()
+    too_wide = [line for line in lines if len(line) > 80]
+    assert not too_wide, "\n".join(too_wide)
+    assert "…" not in out  # nothing truncated, headers included
+    tables = out.split("Gain over random")[0]
+    assert _row(tables, "method")[:4] == ["del↓", "ins↑", "comp↑", "suff↓"]  # short names with directions
+    for method in SIX:
+        assert len(_row(tables, method)) >= 4
+    assert len(_row(tables, "random (baseline)")) >= 4
+    names = [line.split("│")[1].strip() for line in tables.splitlines() if line.startswith("│")]
+    assert "(1/2)" not in tables  # four metrics and stability fit side by side
+    assert names == [*SIX, "random (baseline)"]  # agreement is not a method row
+    legend = " ".join(line.strip() for line in tables.splitlines() if not line.startswith(("┃", "│", "┏", "┡", "└")))
+    for short, metric, direction in (("del↓", "deletion_auc", "lower"), ("ins↑", "insertion_auc", "higher"),
+                                     ("comp↑", "aopc_comprehensiveness", "higher"),
+                                     ("suff↓", "aopc_sufficiency", "lower")):
+        assert f"{short} {metric} ({direction} is better)" in legend
+    # counts are a line under the table, naming only the methods where they are not zero
+    assert "degenerate samples (all-zero or one-hot maps, not scored): integrated_gradients 1" in legend
+    assert "skipped samples" not in legend
+    # gains: one row per method, no baseline row
+    gains = out.split("Gain over random")[1].split("Agreement between methods")[0]
+    assert _row(gains, "grad_sam") == ["-12.5000"] * 4 and "random" not in gains.split("\n", 1)[1]
+    # agreement: its own table, pairs as rows
+    agreement = out.split("Agreement between methods")[1]
+    assert _row(agreement, "grad_sam vs attention_shapley") == ["-0.2500"]
+    assert sum(" vs " in line for line in agreement.splitlines()) == 21
+
+
+def test_tables_of_six_methods_fit_80_columns(capsys, monkeypatch):
+    pytest.importorskip("rich")
+    monkeypatch.setenv("COLUMNS", "80")
+    from lightning_xai.cli.summary import print_explanation_tables
+
+    print_explanation_tables(_six_method_scalars(), "xai/")
+    _check_fits_80_columns(capsys.readouterr().out)
+
+
+def test_fit_summary_of_six_methods_fits_80_columns(capsys, monkeypatch):
+    pytest.importorskip("rich")
+    monkeypatch.setenv("COLUMNS", "80")
+    scalars = _six_method_scalars()
+    monitor = SimpleNamespace(history={0: scalars, 1: scalars})
+    trainer = SimpleNamespace(is_global_zero=True, loggers=[], log_dir=None, callbacks=[monitor], callback_metrics={})
+    cli.print_run_summary(trainer, "fit")
+    _check_fits_80_columns(capsys.readouterr().out)
+
+
+def test_tables_too_wide_for_the_terminal_are_split_not_cut(capsys, monkeypatch):
+    pytest.importorskip("rich")
+    monkeypatch.setenv("COLUMNS", "60")
+    from lightning_xai.cli.summary import print_explanation_tables
+
+    print_explanation_tables(_six_method_scalars(), "xai/")
+    out = capsys.readouterr().out
+    assert max(len(line) for line in out.splitlines()) <= 60 and "…" not in out
+    assert "(1/2)" in out and "(2/2)" in out
+    cells = _row(out.split("(2/2)")[1], "grad_sam")
+    assert cells and all(c for c in cells)
+
+
+def test_plain_text_tables_without_rich(capsys, monkeypatch):
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_rich(name, *args, **kwargs):
+        if name.startswith("rich"):
+            raise ImportError(name)
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_rich)
+    monkeypatch.setenv("COLUMNS", "80")
+    from lightning_xai.cli.summary import print_explanation_tables
+
+    print_explanation_tables(_six_method_scalars(), "xai/")
+    out = capsys.readouterr().out
+    assert max(len(line) for line in out.splitlines()) <= 80
+    assert "random (baseline)" in out and "grad_sam vs random" in out
 
 
 def test_summary_only_on_rank_zero(capsys):
