@@ -54,8 +54,8 @@ SHORT_NAMES = {
 _DIAGNOSTICS = {STABILITY: "Spearman with the previous validation's maps"}
 #: The per-method counts, listed under the table (only the non-zero ones) rather than as mostly-empty columns.
 _COUNTS = {
-    DEGENERATE: "degenerate samples (all-zero or one-hot maps, not scored)",
-    SKIPPED: "skipped samples (lost to errors)",
+    DEGENERATE: f"{DEGENERATE} (all-zero or one-hot maps, not scored)",
+    SKIPPED: f"{SKIPPED} (lost to errors)",
 }
 
 
@@ -215,7 +215,7 @@ def count_lines(scalars: Mapping[str, Any], prefix: str) -> list[str]:
     Example:
         >>> count_lines({"xai/a/degenerate_samples": 3.0, "xai/b/degenerate_samples": 0.0,
         ...              "xai/a/skipped_samples": 0.0}, "xai/")
-        ['degenerate samples (all-zero or one-hot maps, not scored): a 3']
+        ['degenerate_samples (all-zero or one-hot maps, not scored): a 3']
     """
     keys = LogKeys(prefix)
     found: dict[str, list[str]] = {}

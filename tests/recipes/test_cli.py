@@ -207,8 +207,8 @@ def _check_fits_80_columns(out: str) -> None:
                                      ("suff↓", "aopc_sufficiency", "lower")):
         assert f"{short} {metric} ({direction} is better)" in legend
     # counts are a line under the table, naming only the methods where they are not zero
-    assert "degenerate samples (all-zero or one-hot maps, not scored): integrated_gradients 1" in legend
-    assert "skipped samples" not in legend
+    assert "degenerate_samples (all-zero or one-hot maps, not scored): integrated_gradients 1" in legend
+    assert "skipped_samples" not in legend
     # gains: one row per method, no baseline row
     gains = out.split("Gain over random")[1].split("Agreement between methods")[0]
     assert _row(gains, "grad_sam") == ["-12.5000"] * 4 and "random" not in gains.split("\n", 1)[1]
