@@ -87,6 +87,17 @@ def preserved_rng(device: torch.device) -> Iterator[None]:
         yield
 
 
+def logging_step(trainer: Any) -> int:
+    """The step Lightning logs a validation's scalars at, so images and histograms line up with them.
+
+    Lightning's ``log_metrics`` uses the count of batches that stepped the optimizer, which is not always
+    ``global_step`` (off by one at the end of an epoch); older or other trainers fall back to ``global_step``.
+    """
+    loop = getattr(getattr(trainer, "fit_loop", None), "epoch_loop", None)
+    step = getattr(loop, "_batches_that_stepped", None)
+    return int(step) if isinstance(step, int) else int(trainer.global_step)
+
+
 def world_size() -> int:
     """Processes in the default ``torch.distributed`` group (1 when not distributed)."""
     distributed = torch.distributed.is_available() and torch.distributed.is_initialized()

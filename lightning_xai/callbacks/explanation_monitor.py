@@ -253,7 +253,7 @@ class ExplanationMonitor(*_CALLBACK_BASES):  # type: ignore[misc]
         self._previous_maps = result.maps
         logged = self._log(trainer, pl_module, result)
         if trainer.is_global_zero and self._sinks:
-            publish(self._sinks, result, logged, epoch=int(trainer.current_epoch), step=int(trainer.global_step),
+            publish(self._sinks, result, logged, epoch=int(trainer.current_epoch), step=runtime.logging_step(trainer),
                     keys=self.keys, policy=self.policy)
 
     def state_dict(self) -> dict[str, Any]:

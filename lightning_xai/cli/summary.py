@@ -63,13 +63,16 @@ def fmt(value: Any) -> str:
     """A value as printed in tables: floats with 4 decimals, ``nan`` as is.
 
     Example:
-        >>> fmt(0.123456), fmt(float("nan")), fmt(3)
-        ('0.1235', 'nan', '3')
+        >>> fmt(0.123456), fmt(float("nan")), fmt(3), fmt(-1e-7)
+        ('0.1235', 'nan', '3', '0.0000')
     """
     if hasattr(value, "item"):  # tensors and numpy scalars
         value = value.item()
     if isinstance(value, float):
-        return "nan" if math.isnan(value) else f"{value:.4f}"
+        if math.isnan(value):
+            return "nan"
+        text = f"{value:.4f}"
+        return text[1:] if text == "-0.0000" else text  # a tiny negative is not shown as a signed zero
     return str(value)
 
 

@@ -9,6 +9,8 @@ import numpy as np
 __all__ = ["compose_grid", "evolution_strip", "label_band"]
 
 _GAP = 8
+#: Frames per row of an evolution strip of square-ish or tall heatmaps.
+EVOLUTION_COLUMNS = 5
 
 
 def compose_grid(images: Sequence[np.ndarray], columns: int | None = None, gap: int = _GAP) -> np.ndarray:
@@ -86,10 +88,11 @@ def label_band(text: str, width: int) -> np.ndarray:
 def evolution_strip(
     images: Sequence[np.ndarray], gap: int = _GAP, labels: Sequence[str] | None = None
 ) -> np.ndarray:
-    """The same sample's heatmaps over epochs, oldest first: one column (texts) or one row (images).
+    """The same sample's heatmaps over epochs, oldest first, in reading order.
 
-    Token heatmaps are wide and short, so they are stacked vertically; image overlays are square-ish, so they are
-    put side by side. With ``labels`` (e.g. ``"epoch 0"``, one per image) each image gets its label above it, so a
+    Wide, short images (at least twice as wide as tall: one-line token heatmaps) are stacked in one column; others
+    (image overlays, wrapped token heatmaps) fill rows of at most :data:`EVOLUTION_COLUMNS`, so a long run gives a
+    page rather than a strip thousands of pixels wide. With ``labels`` (e.g. ``"epoch 0"``, one per image) each image gets its label above it, so a
     strip says which epoch each frame is.
 
     Args:
@@ -119,4 +122,4 @@ def evolution_strip(
     if labels is not None:
         images = [np.concatenate([label_band(label, image.shape[1]), image[..., :3]], axis=0)
                   for label, image in zip(labels, images, strict=True)]
-    return compose_grid(images, columns=1 if wide else len(images), gap=gap)
+    return compose_grid(images, columns=1 if wide else min(len(images), EVOLUTION_COLUMNS), gap=gap)
