@@ -13,11 +13,19 @@ logit), :math:`A^{l,h}` the post-softmax attention of layer ``l`` only, ``n`` th
 prefix tokens ([CLS], [SEP], distillation token) and padding are zeroed before the per-sample min-max over the
 content tokens, which divides by ``max(max - min, eps)`` (the official code has no epsilon).
 
-Differences from the official OpenCLIP wrapper (``WalBouss/LeGrad``, ``LeWrapper(layer_index=-2)``): the score is
-the class logit of a classifier instead of a CLIP image-text similarity, pooling is the model's own (the [CLS]
-token; for a [CLS]-pooled head only row 0 of the gradient is non-zero, so the mean over query rows is
-``row0 / n``), and the default ``start_layer=0`` aggregates every layer as the paper text says, while the released
-wrapper aggregates only the last two blocks (``start_layer=-2`` here).
+Presets. The default (``LeGrad()``) reads each layer out where the model itself reads its prediction (the [CLS]
+token, a decoder's last token, a mean-pooled head's mean; for a [CLS]-pooled head only row 0 of the gradient is
+non-zero, so the mean over query rows is ``row0 / n``) and aggregates every layer, as the paper text says.
+:meth:`LeGrad.official` follows the released OpenCLIP wrapper (``WalBouss/LeGrad``, ``LeWrapper(layer_index=-2)``,
+``compute_legrad_clip``): the last two layers only, and each layer read out from the MEAN of all its tokens (class
+token included, padding excluded) through the final norm and head. On
+:class:`~lightning_xai.families.CLIPZeroShotClassifier` (the official code's setting) that is
+``normalize(visual_projection(post_layernorm(mean(z^l))))`` against the prompt's text embedding, the official
+algorithm up to two things: our score carries CLIP's ``logit_scale`` (a positive constant, which the min-max
+removes) and the map stays on the patch grid, where the official code upsamples it bilinearly to pixels before its
+min-max (``tests/explainers/test_legrad.py`` checks equality with a reference written from the official code).
+For a head that reads one row, the mean token is given to it in that row; for a head that pools rows itself, every
+row holds the mean token (Dinov2's ``[CLS, mean(patches)]`` head then reads ``[mean, mean]``).
 
 Cost: the ``L - l0`` calls ``torch.autograd.grad(s^l, A^l)`` (no ``create_graph``) each traverse only the graph
 between ``A^l`` and ``s^l`` (the rest of layer ``l`` and the head; the autograd engine skips nodes that do not
@@ -28,13 +36,16 @@ full backward.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 import torch
 from torch import Tensor
 
 from lightning_xai.errors import LightningXAIError
 from lightning_xai.explainers.base import Explainer, ForwardPass
+
+#: Where each layer is read out: the model's own prediction row(s), or the mean of all real tokens (official code).
+Pooling = Literal["prediction_row", "mean"]
 
 
 def legrad(layer_gradients: Sequence[Tensor], valid_mask: Tensor, content_mask: Tensor, eps: float = 1e-12) -> Tensor:
@@ -80,6 +91,8 @@ class LeGrad(Explainer):
         start_layer: first aggregated layer; negative values count from the end (``-2``: the last two layers, the
             official wrapper's default). Default 0: all layers.
         eps: floor of ``max - min`` in the per-sample min-max normalisation.
+        pooling: ``"prediction_row"`` (default: where the model reads its prediction) or ``"mean"`` (the mean of
+            all real tokens, as the official code); see :meth:`official` and the module docstring.
 
     Example:
         >>> from lightning_xai import explain
@@ -93,9 +106,22 @@ class LeGrad(Explainer):
     name: ClassVar[str] = "legrad"
     needs: ClassVar[frozenset[str]] = frozenset({"attentions", "hidden_states", "head_readout"})
 
-    def __init__(self, start_layer: int = 0, eps: float = 1e-12) -> None:
+    def __init__(self, start_layer: int = 0, eps: float = 1e-12, pooling: Pooling = "prediction_row") -> None:
+        if pooling not in ("prediction_row", "mean"):
+            raise ValueError(f"LeGrad(pooling=...) must be 'prediction_row' or 'mean', got {pooling!r}")
         self.start_layer = int(start_layer)
         self.eps = float(eps)
+        self.pooling: Pooling = pooling
+
+    @classmethod
+    def official(cls) -> LeGrad:
+        """The released OpenCLIP wrapper's settings: the last two layers, each read out from the mean of its tokens.
+
+        Example:
+            >>> LeGrad.official()
+            LeGrad(start_layer=-2, eps=1e-12, pooling='mean')
+        """
+        return cls(start_layer=-2, pooling="mean")
 
     def explain(self, forward: ForwardPass) -> Tensor:
         """LeGrad map of the pass: one ``autograd.grad`` per aggregated layer, each on a disjoint graph tail."""
@@ -112,9 +138,14 @@ class LeGrad(Explainer):
         if not 0 <= start < num_layers:
             raise LightningXAIError(f"LeGrad(start_layer={self.start_layer}) is out of range for {num_layers} layers")
         rows, target = forward.prediction_rows, forward.target[:, None]
+        weights = forward.valid_mask.to(hidden_states[0].dtype)
+        weights = weights / weights.sum(dim=1, keepdim=True).clamp_min(1)  # mean over the real tokens
         gradients = []
         for layer in range(start, num_layers):
-            score = forward.family.read_out(hidden_states[layer], rows).gather(1, target).sum()
+            hidden = hidden_states[layer]
+            if self.pooling == "mean":  # every row holds the mean token, whichever row(s) the head reads
+                hidden = torch.einsum("bnd,bn->bd", hidden, weights.to(hidden.device))[:, None].expand_as(hidden)
+            score = forward.family.read_out(hidden, rows).gather(1, target).sum()
             attention = forward.attentions[layer]
             (gradient,) = torch.autograd.grad(score, attention, retain_graph=True, allow_unused=True)
             gradients.append(torch.zeros_like(attention) if gradient is None else gradient)

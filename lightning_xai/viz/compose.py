@@ -92,8 +92,8 @@ def evolution_strip(
 
     Wide, short images (at least twice as wide as tall: one-line token heatmaps) are stacked in one column; others
     (image overlays, wrapped token heatmaps) fill rows of at most :data:`EVOLUTION_COLUMNS`, so a long run gives a
-    page rather than a strip thousands of pixels wide. With ``labels`` (e.g. ``"epoch 0"``, one per image) each image gets its label above it, so a
-    strip says which epoch each frame is.
+    page rather than a strip thousands of pixels wide. With ``labels`` (e.g. ``"epoch 0"``, one per image) each
+    image gets its label above it, so a strip says which epoch each frame is.
 
     Args:
         images: ``[H, W, 3]`` uint8 heatmaps, oldest first.

@@ -69,3 +69,28 @@ def test_bad_start_layer_and_functional_edge_cases():
         legrad([], torch.ones(1, 2, dtype=torch.bool), torch.ones(1, 2, dtype=torch.bool))
     constant = legrad([torch.zeros(1, 1, 3, 3)], torch.ones(1, 3, dtype=torch.bool), torch.ones(1, 3, dtype=torch.bool))
     assert torch.equal(constant, torch.zeros(1, 3))  # constant map: no division by zero
+
+
+def test_official_preset_equals_the_official_algorithm_on_zero_shot_clip():
+    """LeGrad.official() on CLIPZeroShotClassifier == the released code's algorithm (reference/legrad_official)."""
+    from reference.legrad_official import legrad_official_reference
+
+    classifier = make_model("clip_zero_shot", num_labels=3, layers=4)
+    inputs = make_inputs("clip_zero_shot", batch=3)
+    maps = explain(classifier, inputs, [LeGrad.official()], modality="vision", target=1)["legrad"]
+    for row in range(3):
+        expected = legrad_official_reference(classifier, inputs["pixel_values"][row : row + 1], prompt=1)
+        torch.testing.assert_close(maps.relevance[row, 1:], expected, rtol=1e-4, atol=1e-5)
+        assert maps.relevance[row, 0] == 0  # the class token gets no score
+    default = explain(classifier, inputs, [LeGrad()], modality="vision", target=1)["legrad"]
+    assert not torch.allclose(default.relevance, maps.relevance)  # the presets differ
+
+
+def test_mean_pooling_runs_on_every_head_shape():
+    for family in ("bert", "beit", "dinov2", "llama"):
+        model = make_model(family, num_labels=3, layers=3)
+        relevance = explain(model, make_inputs(family, batch=2), [LeGrad(pooling="mean")],
+                            modality=modality_for(family))["legrad"].relevance
+        assert torch.isfinite(relevance).all() and float(relevance.max()) == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="pooling"):
+        LeGrad(pooling="cls")
