@@ -20,10 +20,16 @@ that relevance at ANY tensor ``t`` equals ``t * dy_c/dt`` computed through a gra
 
 Relevance per token = sum over the hidden dimension of ``e * dy_c/de`` at the reading point ``e`` (signed).
 
-Everything is **scoped and reversible**: the rules are forward hooks on module INSTANCES that replace each output
-by a value-identical tensor with a modified gradient (``out.detach() + (s - s.detach())`` for a surrogate ``s``), a
-thread-local ``TorchFunctionMode`` for functional activations (AttnLRP only), and two registered attention
-functions selected with ``set_attn_implementation``; hooks are removed and every config's attention
+Each rule is ONE custom ``torch.autograd.Function`` (:mod:`lightning_xai.explainers._lrp_rules`) applied by a
+forward hook on a module INSTANCE to that module's own output: the forward value is the module's, bit for bit, and
+the backward runs the rule only -- no surrogate second graph, so the pass costs about one forward and one backward.
+The linear rule is skipped when it is the identity (``epsilon = 0`` and ``gamma = 0``: plain gradient x input is
+then exactly LRP-0). Attention rules live in registered attention functions selected with
+``set_attn_implementation``; activations a module calls as functions (RoBERTa's head ``torch.tanh``) get the
+identity rule from a ``TorchFunctionMode`` entered only inside the modules the family's rule table marks
+``"functional_activation"``, never around the transformer layers.
+
+Everything is **scoped and reversible**: hooks are removed, instance attributes deleted and every config's attention
 implementation and every module's train/eval flag restored in ``finally``. No class, module global or parameter
 is modified; the backward is ``torch.autograd.grad`` w.r.t. a detached copy of the reading point, so no parameter
 ``.grad`` is touched. See ``docs/methods/lrp.md``.
@@ -37,12 +43,24 @@ from typing import Any, ClassVar, Literal
 
 import torch
 from torch import Tensor, nn
-from torch.overrides import TorchFunctionMode
-from transformers.pytorch_utils import Conv1D
+from transformers import AttentionInterface
+from transformers.integrations.sdpa_attention import sdpa_attention_forward
+from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
 from lightning_xai.capture.base import eager_forward, eval_mode, first_tensor, with_first
 from lightning_xai.capture.hf import attention_implementation, eager_attention_for, register_attention_function
 from lightning_xai.errors import LightningXAIError, UnsupportedMethodError
+from lightning_xai.explainers._lrp_rules import (
+    IDENTITY_EPSILON,
+    ScaleGradient,
+    ZeroCache,
+    detach_input_hook,
+    functional_identity_rule_inside,
+    halve_input_hook,
+    identity_hook,
+    layer_norm_rule,
+    linear_hook,
+)
 from lightning_xai.explainers.base import Explainer, ForwardPass
 from lightning_xai.families import ModelFamily, resolve_family
 from lightning_xai.types import logits_of
@@ -50,192 +68,71 @@ from lightning_xai.types import logits_of
 ReadAt = Literal["word_embeddings", "embeddings_output"]
 Rule = Literal["cp_lrp", "attn_lrp"]
 ActivationRule = Literal["identity", "gradient"]
+Attention = Literal["eager", "sdpa"]
 
-#: Attention-implementation keys of the two rule-carrying attention functions.
+__all__ = [
+    "ATTN_LRP_IMPLEMENTATION",
+    "CP_LRP_IMPLEMENTATION",
+    "IDENTITY_EPSILON",
+    "AttnLRP",
+    "ConservativeLRP",
+    "attn_lrp",
+    "cp_lrp",
+    "lrp",
+    "lrp_rules",
+]
+
+#: Attention-implementation keys of the two rule-carrying attention functions (the model's eager attention).
 CP_LRP_IMPLEMENTATION = "lightning_xai_cp_lrp"
 ATTN_LRP_IMPLEMENTATION = "lightning_xai_attn_lrp"
-
-#: Stabiliser of the identity rule ``f(x) / (x + eps)`` (lxt uses the same value).
-IDENTITY_EPSILON = 1e-10
-_GUARD = 1e-12  # smallest stabiliser of the linear rule, used when epsilon == 0 and gamma > 0
-
-_FUNCTIONAL_ACTIVATIONS: frozenset[Callable[..., Any]] = frozenset(
-    {
-        torch.tanh,
-        Tensor.tanh,
-        nn.functional.tanh,
-        torch.relu,
-        Tensor.relu,
-        nn.functional.relu,
-        nn.functional.gelu,
-        nn.functional.silu,
-    }
-)
-
-
-# ------------------------------------------------------------------------------------------------ building blocks
-
-
-def surrogate(value: Tensor, differentiable: Tensor) -> Tensor:
-    """``value`` in the forward (bit for bit), the gradient of ``differentiable`` in the backward.
-
-    Example:
-        >>> import torch
-        >>> x = torch.tensor([3.0], requires_grad=True)
-        >>> y = surrogate(x * x, 2 * x)  # value 9, gradient 2
-        >>> y.item(), torch.autograd.grad(y, x)[0].item()
-        (9.0, 2.0)
-    """
-    return value.detach() + (differentiable - differentiable.detach())
-
-
-def divide_gradient(x: Tensor, factor: float) -> Tensor:
-    """Identity in the forward, gradient divided by ``factor`` in the backward (uniform rule, AttnLRP Eq. 7).
-
-    Example:
-        >>> import torch
-        >>> x = torch.ones(2, requires_grad=True)
-        >>> torch.autograd.grad(divide_gradient(x, 4).sum(), x)[0].tolist()
-        [0.25, 0.25]
-    """
-    return surrogate(x, x / factor)
-
-
-def identity_rule(x: Tensor, y: Tensor, eps: float = IDENTITY_EPSILON) -> Tensor:
-    """``y = f(x)`` in the forward; backward multiplies by ``f(x) / (x + eps sign x)`` (AttnLRP Eq. 9).
-
-    Then ``x * grad_x = f(x) * grad_y``: the relevance of ``y`` passes to ``x`` unchanged. The ratio is computed
-    in float32 (``sign 0 = +1``).
-
-    Example:
-        >>> import torch
-        >>> x = torch.tensor([2.0, -1.0], requires_grad=True)
-        >>> y = identity_rule(x, torch.tanh(x))
-        >>> g = torch.autograd.grad(y.sum(), x)[0]
-        >>> torch.allclose(x * g, torch.tanh(x)), torch.equal(y, torch.tanh(x))
-        (True, True)
-    """
-    xf = x.detach().float()
-    ratio = (y.detach().float() / (xf + torch.where(xf >= 0, eps, -eps))).to(x.dtype)
-    return surrogate(y, x * ratio)
-
-
-def stabilize(z: Tensor, eps: float) -> Tensor:
-    """``z + eps sign(z)`` with ``sign(0) = +1`` (denominator of the epsilon / gamma rules)."""
-    return z + torch.where(z >= 0, eps, -eps)
-
-
-def _layer_norm_rule(module: nn.Module, args: tuple[Any, ...], output: Any) -> Any:
-    """LN-rule / identity rule on LayerNorm: sigma a constant, centering kept (Ali et al. 2022, Sec. 3.3)."""
-    x = args[0] if args else None
-    if not (isinstance(x, Tensor) and isinstance(output, Tensor) and x.requires_grad):
-        return None
-    dims = tuple(range(-len(module.normalized_shape), 0))
-    centered = x - x.mean(dim=dims, keepdim=True)
-    sigma = torch.sqrt(x.detach().var(dim=dims, unbiased=False, keepdim=True) + module.eps)
-    y = centered / sigma
-    if module.weight is not None:
-        y = y * module.weight.detach()
-    if module.bias is not None:
-        y = y + module.bias.detach()
-    return surrogate(output, y)
-
-
-def _activation_rule(_module: nn.Module, args: tuple[Any, ...], output: Any) -> Any:
-    x = args[0] if args else None
-    if not (isinstance(x, Tensor) and isinstance(output, Tensor) and x.requires_grad and x.shape == output.shape):
-        return None
-    return identity_rule(x, output)
-
-
-def _affine(module: nn.Module, x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
-    """The module's affine map with another weight and bias: ``nn.Linear``, HF's ``Conv1D`` (``x W + b``), convs."""
-    if isinstance(module, nn.Linear):
-        return nn.functional.linear(x, weight, bias)
-    if isinstance(module, Conv1D):  # GPT-2: the weight is stored [in, out]
-        return nn.functional.linear(x, weight.t(), bias)
-    return module._conv_forward(x, weight, bias)  # type: ignore[operator]
-
-
-def _gradient_halved(_module: nn.Module, args: tuple[Any, ...]) -> Any:
-    """Uniform rule on the product entering this module (a gated MLP's ``down_proj``): half to each factor."""
-    if args and isinstance(args[0], Tensor) and args[0].requires_grad:
-        return (divide_gradient(args[0], 2.0), *args[1:])
-    return None
-
-
-def _input_detached(_module: nn.Module, args: tuple[Any, ...]) -> Any:
-    """No relevance through this input (CP-LRP on a gated MLP's gate: the gate acts as a constant)."""
-    if args and isinstance(args[0], Tensor):
-        return (args[0].detach(), *args[1:])
-    return None
-
-
-def _linear_rule(gamma: float, epsilon: float) -> Callable[[nn.Module, tuple[Any, ...], Any], Any]:
-    """Epsilon / gamma rule on ``nn.Linear``, ``Conv1D``, ``nn.Conv*``: gradient ``W_g^T (g * z / stabilize(z_g))``."""
-
-    def hook(module: nn.Module, args: tuple[Any, ...], output: Any) -> Any:
-        x = args[0] if args else None
-        if not (isinstance(x, Tensor) and isinstance(output, Tensor) and x.requires_grad):
-            return None
-        weight = module.weight.detach()
-        bias = None if module.bias is None else module.bias.detach()
-        if gamma > 0:
-            weight = weight + gamma * weight.clamp_min(0)
-            bias = None if bias is None else bias + gamma * bias.clamp_min(0)
-        z_mod = _affine(module, x, weight, bias)
-        z = output.detach()
-        ratio = z / stabilize(z_mod.detach(), max(epsilon, _GUARD))
-        return surrogate(output, z_mod * ratio)
-
-    return hook
-
-
-class _FunctionalIdentityRule(TorchFunctionMode):
-    """Identity rule for activations called as functions (RoBERTa head ``torch.tanh``, DistilBERT ``nn.ReLU()``).
-
-    Thread-local and active only inside :func:`lrp_rules`; applies only to inputs that require grad.
-    """
-
-    def __torch_function__(self, func, types, args=(), kwargs=None):  # noqa: D105
-        kwargs = kwargs or {}
-        out = func(*args, **kwargs)
-        if (
-            func in _FUNCTIONAL_ACTIVATIONS
-            and not kwargs.get("inplace", False)
-            and torch.is_grad_enabled()
-            and args
-            and isinstance(args[0], Tensor)
-            and args[0].requires_grad
-            and isinstance(out, Tensor)
-            and out.shape == args[0].shape
-        ):
-            return identity_rule(args[0], out)
-        return out
+#: The same rules around ``torch.nn.functional.scaled_dot_product_attention`` (``attention="sdpa"``).
+CP_LRP_SDPA_IMPLEMENTATION = "lightning_xai_cp_lrp_sdpa"
+ATTN_LRP_SDPA_IMPLEMENTATION = "lightning_xai_attn_lrp_sdpa"
 
 
 # ------------------------------------------------------------------------------------------------ attention rules
 
 
-def _cp_lrp_attention(
-    module: nn.Module, query: Tensor, key: Tensor, value: Tensor, attention_mask: Tensor | None, *args, **kwargs
-) -> tuple[Tensor, Tensor]:
-    """AH-rule: the model's own eager attention with ``q`` and ``k`` detached, so the probabilities are constant."""
-    eager = eager_attention_for(module)
-    return eager(module, query.detach(), key.detach(), value, attention_mask, *args, **kwargs)
+def _cp_lrp_rule(query: Tensor, key: Tensor, value: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """AH-rule (Ali et al. 2022, Sec. 3.2): ``q`` and ``k`` detached, so the probabilities are constants."""
+    return query.detach(), key.detach(), value
 
 
-def _attn_lrp_attention(
-    module: nn.Module, query: Tensor, key: Tensor, value: Tensor, attention_mask: Tensor | None, *args, **kwargs
-) -> tuple[Tensor, Tensor]:
-    """Uniform rule on ``Q K^T`` and ``A V``: q and k gradients / 4, v gradient / 2 (softmax untouched)."""
-    eager = eager_attention_for(module)
-    q, k, v = divide_gradient(query, 4.0), divide_gradient(key, 4.0), divide_gradient(value, 2.0)
-    return eager(module, q, k, v, attention_mask, *args, **kwargs)
+def _attn_lrp_rule(query: Tensor, key: Tensor, value: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """Uniform rule on ``Q K^T`` and ``A V`` (Achtibat et al. 2024, Eq. 7): q, k gradients / 4, v gradient / 2.
+
+    The softmax between the two products keeps its own gradient (its gradient x input is Prop. 3.1).
+    """
+    return ScaleGradient.apply(query, 0.25), ScaleGradient.apply(key, 0.25), ScaleGradient.apply(value, 0.5)
 
 
-register_attention_function(CP_LRP_IMPLEMENTATION, _cp_lrp_attention)
-register_attention_function(ATTN_LRP_IMPLEMENTATION, _attn_lrp_attention)
+def _attention_function(
+    rule: Callable[[Tensor, Tensor, Tensor], tuple[Tensor, Tensor, Tensor]], sdpa: bool
+) -> Callable[..., tuple[Tensor, Tensor | None]]:
+    """An attention-interface function applying ``rule`` to ``q, k, v``, then the model's eager attention or sdpa."""
+
+    def attention(
+        module: nn.Module, query: Tensor, key: Tensor, value: Tensor, attention_mask: Tensor | None, *args, **kwargs
+    ) -> tuple[Tensor, Tensor | None]:
+        function = sdpa_attention_forward if sdpa else eager_attention_for(module)
+        return function(module, *rule(query, key, value), attention_mask, *args, **kwargs)
+
+    attention.__doc__ = f"{rule.__doc__}\n\nThen {'sdpa' if sdpa else 'the model' + chr(39) + 's own eager attention'}."
+    return attention
+
+
+register_attention_function(CP_LRP_IMPLEMENTATION, _attention_function(_cp_lrp_rule, sdpa=False))
+register_attention_function(ATTN_LRP_IMPLEMENTATION, _attention_function(_attn_lrp_rule, sdpa=False))
+for _key, _rule in ((CP_LRP_SDPA_IMPLEMENTATION, _cp_lrp_rule), (ATTN_LRP_SDPA_IMPLEMENTATION, _attn_lrp_rule)):
+    AttentionInterface.register(_key, _attention_function(_rule, sdpa=True))
+    AttentionMaskInterface.register(_key, sdpa_mask)  # without it transformers drops the padding mask
+
+_IMPLEMENTATIONS: Mapping[tuple[Rule, Attention], str] = {
+    ("cp_lrp", "eager"): CP_LRP_IMPLEMENTATION,
+    ("attn_lrp", "eager"): ATTN_LRP_IMPLEMENTATION,
+    ("cp_lrp", "sdpa"): CP_LRP_SDPA_IMPLEMENTATION,
+    ("attn_lrp", "sdpa"): ATTN_LRP_SDPA_IMPLEMENTATION,
+}
 
 
 @contextmanager
@@ -246,6 +143,7 @@ def lrp_rules(
     gamma: float = 0.0,
     epsilon: float = 0.0,
     activation_rule: ActivationRule = "identity",
+    attention: Attention = "eager",
     family: ModelFamily | None = None,
 ) -> Iterator[None]:
     """Put ``model`` in eval mode with the LRP rules of ``rule`` for the forwards run inside; restore on exit.
@@ -261,53 +159,71 @@ def lrp_rules(
         epsilon: epsilon of the epsilon-rule on the same layers (0 = LRP-0, plain gradient).
         activation_rule: ``"identity"`` (AttnLRP Eq. 9, standard LRP) or ``"gradient"`` (plain derivative, as in
             Ali et al.'s classifier head); forced to ``"identity"`` for ``"attn_lrp"``.
+        attention: ``"eager"`` (the model's own eager attention, the default: the patched forward equals the eager
+            forward bit for bit) or ``"sdpa"`` (``scaled_dot_product_attention`` with the same rules on ``q, k, v``;
+            equal up to float rounding, faster where sdpa is).
         family: the model's family (resolved when omitted).
 
     Raises:
         UnsupportedMethodError: a module of the model has parameters but no rule in the family's table.
+
+    Example:
+        >>> import torch
+        >>> from lightning_xai.examples import tiny_bert
+        >>> model, ids = tiny_bert(), torch.tensor([[2, 7, 9, 3]])
+        >>> with torch.no_grad():
+        ...     plain = model(input_ids=ids).logits
+        >>> with torch.enable_grad(), lrp_rules(model, "attn_lrp", epsilon=1e-6, attention="sdpa"):
+        ...     patched = model(input_ids=ids).logits
+        >>> torch.allclose(patched, plain, atol=1e-6), model.config._attn_implementation
+        (True, 'sdpa')
     """
     if rule not in ("cp_lrp", "attn_lrp"):
         raise ValueError(f"rule must be 'cp_lrp' or 'attn_lrp', got {rule!r}")
+    if attention not in ("eager", "sdpa"):
+        raise ValueError(f"attention must be 'eager' or 'sdpa', got {attention!r}")
     family = family if family is not None else resolve_family(model)
     refusal = family.refusal(rule, ("lrp_rules",))
     if refusal is not None:
         raise UnsupportedMethodError(refusal)
-    implementation = CP_LRP_IMPLEMENTATION if rule == "cp_lrp" else ATTN_LRP_IMPLEMENTATION
     identity = rule == "attn_lrp" or activation_rule == "identity"
-    linear_hook = _linear_rule(gamma, epsilon) if (gamma > 0 or epsilon > 0) else None
+    # epsilon = gamma = 0 is LRP-0, whose gradient form is the plain gradient: no rule, no cost
+    linear = linear_hook(epsilon, gamma) if (gamma > 0 or epsilon > 0) else None
+    zeros = ZeroCache()  # LayerNorm's fused backward at a centred input (see LayerNormRule)
+    forward_hooks: dict[str, Callable[..., Any] | None] = {
+        "norm_identity": identity_hook,  # RMSNorm: x times a factor, the factor constant (both methods)
+        "activation": identity_hook if identity else None,
+        "linear": linear,
+    }
     with ExitStack() as stack:
         stack.enter_context(eval_mode(model))
         stack.enter_context(eager_forward(model))  # the rules are hooks on the eager modules
-        stack.enter_context(attention_implementation(model, implementation))
-        hooks: dict[str, Callable[..., Any] | None] = {
-            "layer_norm": _layer_norm_rule,
-            "norm_identity": _activation_rule,  # RMSNorm: x times a factor, the factor constant (both methods)
-            "activation": _activation_rule if identity else None,
-            "linear": linear_hook,
-        }
+        stack.enter_context(attention_implementation(model, _IMPLEMENTATIONS[rule, attention]))
         for module in model.modules():
             kind = family.lrp_rule(module)
             if kind == "gated_mlp":
                 _gated_mlp_rule(module, rule, family, stack)
-            hook = None if kind is None else hooks.get(kind)
+            elif kind == "layer_norm":
+                layer_norm_rule(module, zeros, stack)
+            elif kind == "functional_activation" and identity:
+                functional_identity_rule_inside(module, stack)
+            hook = None if kind is None else forward_hooks.get(kind)
             if hook is not None:
                 stack.callback(module.register_forward_hook(hook).remove)
-        if identity:
-            stack.enter_context(_FunctionalIdentityRule())
         yield
 
 
 def _gated_mlp_rule(module: nn.Module, rule: Rule, family: ModelFamily, stack: ExitStack) -> None:
-    """The rule of a gated MLP ``down_proj(act(gate) * up)``.
+    """The rule of a gated MLP ``down_proj(act(gate) * up)`` (Achtibat et al. 2024, Eq. 7 on the product).
 
-    AttnLRP halves the product's gradient (uniform rule: half the relevance to each factor, lxt's
-    ``gated_mlp_forward``); CP-LRP stops it at the gate (lxt's ``cp_gated_mlp_forward``).
+    AttnLRP halves the product's gradient (uniform rule: half the relevance to each factor, as lxt's gated MLP);
+    CP-LRP stops it at the gate (the gate a constant, as lxt's CP-LRP gated MLP).
     """
     if rule == "attn_lrp":
-        stack.callback(module.down_proj.register_forward_pre_hook(_gradient_halved).remove)
+        stack.callback(module.down_proj.register_forward_pre_hook(halve_input_hook).remove)
         return
     activation = next(child for child in module.children() if family.lrp_rule(child) == "activation")
-    stack.callback(activation.register_forward_pre_hook(_input_detached).remove)
+    stack.callback(activation.register_forward_pre_hook(detach_input_hook).remove)
 
 
 # ------------------------------------------------------------------------------------------------ reading point
@@ -333,6 +249,7 @@ def lrp(
     gamma: float = 0.0,
     epsilon: float = 0.0,
     activation_rule: ActivationRule = "identity",
+    attention: Attention = "eager",
     family: ModelFamily | None = None,
 ) -> Tensor:
     """Signed LRP relevance per token ``[B, N]`` (float32) from ONE patched forward and ONE ``autograd.grad``.
@@ -349,6 +266,7 @@ def lrp(
         gamma: LRP-gamma on linear layers (see :func:`lrp_rules`).
         epsilon: epsilon-rule stabiliser on linear layers (see :func:`lrp_rules`).
         activation_rule: ``"identity"`` or ``"gradient"`` (see :func:`lrp_rules`).
+        attention: ``"eager"`` or ``"sdpa"`` (see :func:`lrp_rules`).
         family: the model's family: rule table and reading points (resolved when omitted).
 
     Returns:
@@ -390,7 +308,10 @@ def lrp(
             stack.callback(read_module.register_forward_hook(read_hook).remove)
             stack.callback(embeddings_module.register_forward_hook(count_hook).remove)
             stack.enter_context(
-                lrp_rules(model, rule, gamma=gamma, epsilon=epsilon, activation_rule=activation_rule, family=family)
+                lrp_rules(
+                    model, rule, gamma=gamma, epsilon=epsilon, activation_rule=activation_rule, attention=attention,
+                    family=family,
+                )
             )
             logits = logits_of(model(**cloned))
         if not read:
@@ -416,12 +337,13 @@ def cp_lrp(
     gamma: float = 0.0,
     epsilon: float = 0.0,
     activation_rule: ActivationRule = "identity",
+    attention: Attention = "eager",
     family: ModelFamily | None = None,
 ) -> Tensor:
     """Conservative LRP ("AH+LN", Ali et al. ICML 2022) relevance ``[B, N]``; see :func:`lrp`."""
     return lrp(
         model, inputs, target, rule="cp_lrp", read_at=read_at, gamma=gamma, epsilon=epsilon,
-        activation_rule=activation_rule, family=family,
+        activation_rule=activation_rule, attention=attention, family=family,
     )
 
 
@@ -433,20 +355,26 @@ def attn_lrp(
     read_at: ReadAt = "embeddings_output",
     gamma: float = 0.0,
     epsilon: float = 1e-6,
+    attention: Attention = "eager",
     family: ModelFamily | None = None,
 ) -> Tensor:
     """AttnLRP (Achtibat et al. ICML 2024) relevance ``[B, N]``; see :func:`lrp`."""
-    return lrp(model, inputs, target, rule="attn_lrp", read_at=read_at, gamma=gamma, epsilon=epsilon, family=family)
+    return lrp(
+        model, inputs, target, rule="attn_lrp", read_at=read_at, gamma=gamma, epsilon=epsilon, attention=attention,
+        family=family,
+    )
 
 
 # ------------------------------------------------------------------------------------------------ explainers
 
 
-def _check(read_at: str, gamma: float, epsilon: float) -> None:
+def _check(read_at: str, gamma: float, epsilon: float, attention: str) -> None:
     if read_at not in ("word_embeddings", "embeddings_output"):
         raise ValueError(f"read_at must be 'word_embeddings' or 'embeddings_output', got {read_at!r}")
     if gamma < 0 or epsilon < 0:
         raise ValueError(f"gamma and epsilon must be >= 0, got gamma={gamma}, epsilon={epsilon}")
+    if attention not in ("eager", "sdpa"):
+        raise ValueError(f"attention must be 'eager' or 'sdpa', got {attention!r}")
 
 
 class ConservativeLRP(Explainer):
@@ -465,6 +393,9 @@ class ConservativeLRP(Explainer):
         activation_rule: ``"identity"`` (default: standard LRP, relevance passes element-wise activations
             unchanged, which keeps conservation with GELU/tanh) or ``"gradient"`` (plain derivative as in the
             paper's code for the pooler tanh; equal for ReLU).
+        attention: ``"eager"`` (default) or ``"sdpa"``; see :func:`lrp_rules`.
+
+    Presets: the defaults are Ali et al.'s rules and reading point; :meth:`lxt` is lxt 2.x's efficient CP-LRP.
 
     Example:
         >>> from lightning_xai import explain
@@ -485,14 +416,33 @@ class ConservativeLRP(Explainer):
         gamma: float = 0.0,
         epsilon: float = 0.0,
         activation_rule: ActivationRule = "identity",
+        attention: Attention = "eager",
     ) -> None:
-        _check(read_at, gamma, epsilon)
+        _check(read_at, gamma, epsilon, attention)
         if activation_rule not in ("identity", "gradient"):
             raise ValueError(f"activation_rule must be 'identity' or 'gradient', got {activation_rule!r}")
         self.read_at: ReadAt = read_at
         self.gamma = float(gamma)
         self.epsilon = float(epsilon)
         self.activation_rule: ActivationRule = activation_rule
+        self.attention: Attention = attention
+
+    @classmethod
+    def lxt(cls, attention: Attention = "eager") -> ConservativeLRP:
+        """The efficient CP-LRP of lxt 2.x (the ``cp_LRP`` patch maps of ``lxt.efficient``, Arras et al. 2025).
+
+        Read at the word (or patch) embeddings, as lxt's ``inputs_embeds``; LRP-0 on linear layers (lxt patches no
+        linear layer); attention probabilities constant (lxt's ``stop_gradient`` on q and k); LayerNorm/RMSNorm
+        with sigma constant; identity rule on activations; a gated MLP's gate constant. It differs from the
+        defaults only in the reading point: relevance that reaches position / token-type embeddings (and, for
+        vision, the class token) is not counted. See ``docs/methods/lrp.md``.
+
+        Example:
+            >>> preset = ConservativeLRP.lxt()
+            >>> preset.read_at, preset.epsilon, preset.gamma, preset.activation_rule
+            ('word_embeddings', 0.0, 0.0, 'identity')
+        """
+        return cls(read_at="word_embeddings", gamma=0.0, epsilon=0.0, activation_rule="identity", attention=attention)
 
     def explain(self, forward: ForwardPass) -> Tensor:
         """CP-LRP map of ``forward.target`` from an own patched pass."""
@@ -500,7 +450,8 @@ class ConservativeLRP(Explainer):
             raise LightningXAIError("ConservativeLRP needs forward.model (its own patched pass)")
         return cp_lrp(
             forward.model, forward.inputs, forward.target, read_at=self.read_at, gamma=self.gamma,
-            epsilon=self.epsilon, activation_rule=self.activation_rule, family=forward.family,
+            epsilon=self.epsilon, activation_rule=self.activation_rule, attention=self.attention,
+            family=forward.family,
         )
 
 
@@ -515,7 +466,11 @@ class AttnLRP(Explainer):
     Args:
         read_at: ``"embeddings_output"`` (default) or ``"word_embeddings"`` (lxt's choice); see :func:`lrp`.
         gamma: LRP-gamma on linear layers (0 = off; lxt uses zennit gamma rules for ViTs).
-        epsilon: epsilon-rule stabiliser on linear layers (paper/lxt explicit: 1e-6).
+        epsilon: epsilon-rule stabiliser on linear layers (paper/lxt explicit: 1e-6; 0 = no rule, plain gradient).
+        attention: ``"eager"`` (default) or ``"sdpa"``; see :func:`lrp_rules`.
+
+    Presets: the defaults are the paper's rules (explicit form, epsilon 1e-6) read at the embedding output;
+    :meth:`lxt` is lxt 2.x's efficient AttnLRP.
 
     Example:
         >>> import torch
@@ -533,11 +488,34 @@ class AttnLRP(Explainer):
     signed: ClassVar[bool] = True
     needs: ClassVar[frozenset[str]] = frozenset({"own_pass", "lrp_rules"})
 
-    def __init__(self, read_at: ReadAt = "embeddings_output", gamma: float = 0.0, epsilon: float = 1e-6) -> None:
-        _check(read_at, gamma, epsilon)
+    def __init__(
+        self,
+        read_at: ReadAt = "embeddings_output",
+        gamma: float = 0.0,
+        epsilon: float = 1e-6,
+        attention: Attention = "eager",
+    ) -> None:
+        _check(read_at, gamma, epsilon, attention)
         self.read_at: ReadAt = read_at
         self.gamma = float(gamma)
         self.epsilon = float(epsilon)
+        self.attention: Attention = attention
+
+    @classmethod
+    def lxt(cls, attention: Attention = "eager") -> AttnLRP:
+        """The efficient AttnLRP of lxt 2.x (``lxt.efficient.monkey_patch`` with its default ``attnLRP`` maps).
+
+        Read at the word (or patch) embeddings, as lxt's ``inputs_embeds``; epsilon 0 on linear layers (lxt patches
+        no linear layer: plain gradient, no cost); identity rule on activations; LayerNorm/RMSNorm sigma constant;
+        uniform rule q, k / 4, v / 2; the gated MLP's product halved. It differs from the defaults in the reading
+        point and in dropping the epsilon rule (whose 1e-6 changes maps only where a linear output is near 0).
+        See ``docs/methods/lrp.md``.
+
+        Example:
+            >>> AttnLRP.lxt()
+            AttnLRP(read_at='word_embeddings', gamma=0.0, epsilon=0.0, attention='eager')
+        """
+        return cls(read_at="word_embeddings", gamma=0.0, epsilon=0.0, attention=attention)
 
     def explain(self, forward: ForwardPass) -> Tensor:
         """AttnLRP map of ``forward.target`` from an own patched pass."""
@@ -545,5 +523,5 @@ class AttnLRP(Explainer):
             raise LightningXAIError("AttnLRP needs forward.model (its own patched pass)")
         return attn_lrp(
             forward.model, forward.inputs, forward.target, read_at=self.read_at, gamma=self.gamma,
-            epsilon=self.epsilon, family=forward.family,
+            epsilon=self.epsilon, attention=self.attention, family=forward.family,
         )

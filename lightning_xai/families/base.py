@@ -55,8 +55,10 @@ CAPABILITIES: Mapping[str, str] = MappingProxyType(
 #: element-wise activations), ``"norm_identity"`` (a normalisation whose output is its input times a factor,
 #: e.g. RMSNorm: identity rule with the factor constant, for CP-LRP and AttnLRP alike), ``"gated_mlp"`` (the
 #: element-wise product of a gated MLP: uniform rule for AttnLRP, no relevance through the gate for CP-LRP),
-#: ``"none"`` (no rule needed: embeddings, whose output is where relevance is read).
-LRPRule = Literal["layer_norm", "linear", "activation", "norm_identity", "gated_mlp", "none"]
+#: ``"functional_activation"`` (a module whose own forward calls element-wise activations as functions, e.g.
+#: RoBERTa's classification head ``torch.tanh``: the identity rule is applied to those calls, only while that
+#: module runs), ``"none"`` (no rule needed: embeddings, whose output is where relevance is read).
+LRPRule = Literal["layer_norm", "linear", "activation", "norm_identity", "gated_mlp", "functional_activation", "none"]
 
 #: Activation modules of ``torch.nn`` that the identity rule covers.
 TORCH_ACTIVATIONS: tuple[type[nn.Module], ...] = (nn.GELU, nn.ReLU, nn.Tanh, nn.SiLU, nn.Mish, nn.LeakyReLU, nn.ELU)

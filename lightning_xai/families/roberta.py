@@ -9,16 +9,20 @@ from transformers import (
     RobertaForSequenceClassification,
     XLMRobertaForSequenceClassification,
 )
+from transformers.models.camembert.modeling_camembert import CamembertClassificationHead
+from transformers.models.roberta.modeling_roberta import RobertaClassificationHead
+from transformers.models.xlm_roberta.modeling_xlm_roberta import XLMRobertaClassificationHead
 
 from lightning_xai.families._readout import token_at
+from lightning_xai.families.base import ENCODER_LRP_RULES
 from lightning_xai.families.encoders import TextEncoderFamily
 
 
 class RobertaFamily(TextEncoderFamily):
     """RoBERTa: ``out_proj(tanh(dense(h[<s>])))`` (the head's dropouts skipped); the encoder LRP rules.
 
-    The head's ``tanh`` is a function call, not a module: LRP's identity rule reaches it through the functional
-    activations of :mod:`lightning_xai.explainers.lrp`.
+    The head's ``tanh`` is a function call, not a module: the rule table marks the head
+    ``"functional_activation"``, so LRP's identity rule reaches that call while the head runs.
     """
 
     name = "roberta"
@@ -28,6 +32,13 @@ class RobertaFamily(TextEncoderFamily):
         XLMRobertaForSequenceClassification,
         CamembertForSequenceClassification,
     )
+    lrp_rules = {
+        **ENCODER_LRP_RULES,
+        **dict.fromkeys(
+            (RobertaClassificationHead, XLMRobertaClassificationHead, CamembertClassificationHead),
+            "functional_activation",
+        ),
+    }
 
     def read_out(self, hidden: Tensor, rows: Tensor) -> Tensor:
         """``out_proj(tanh(dense(h[<s>])))``."""
