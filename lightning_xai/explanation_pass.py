@@ -208,6 +208,7 @@ def explain(
             modality=modality,
             family=family,
             query_index=family.prediction_rows(cloned, valid),
+            window_layouts=list(record.window_layouts) or None,
         )
         detached_logits = logits.detach().float()
         for explainer in explainers:

@@ -12,6 +12,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+import torch
 from torch import Tensor, nn
 
 
@@ -28,6 +29,55 @@ class AttentionRecord:
 
     attentions: list[Tensor] = field(default_factory=list)
     hidden_states: list[Tensor] = field(default_factory=list)
+    #: Where the model attends within windows (Swin): one :class:`WindowLayout` per attention call, else empty.
+    window_layouts: list[WindowLayout] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class WindowLayout:
+    """Where the rows of one windowed attention call (``[B x windows, H, w^2, w^2]``) lie on the input token grid.
+
+    Stage ``level`` of a Swin-like model halves the input grid ``level`` times by merging 2 x 2 tokens (the
+    bottom/right edge padded first), so input token ``(r, c)`` lies in stage token ``(r >> level, c >> level)``.
+
+    Attributes:
+        token_of: ``[windows, w^2]`` long, the stage-grid token (row-major) at each window position, ``-1`` where
+            the window was padded; windows in the model's own order (the batch is window-major outside it).
+        stage_shape: ``(height, width)`` of the stage's token grid.
+        input_shape: ``(height, width)`` of the input token grid (the first stage's).
+        level: how many times the stage's grid was halved.
+
+    Example:
+        >>> import torch
+        >>> layout = WindowLayout(torch.tensor([[0, 1, 2, 3]]), (1, 4), (2, 8), 1)  # one window, 4 merged tokens
+        >>> layout.to_input_grid(torch.tensor([[1.0, 2.0, 3.0, 4.0]])).tolist()  # each covers 2 x 2 inputs
+        [[1.0, 1.0, 2.0, 2.0, 3.0, 3.0, 4.0, 4.0, 1.0, 1.0, 2.0, 2.0, 3.0, 3.0, 4.0, 4.0]]
+    """
+
+    token_of: Tensor
+    stage_shape: tuple[int, int]
+    input_shape: tuple[int, int]
+    level: int
+
+    def valid(self, batch: int) -> Tensor:
+        """``[batch x windows, w^2]`` bool: the window positions that hold a token (not padding)."""
+        return (self.token_of >= 0).repeat(batch, 1)
+
+    def to_input_grid(self, scores: Tensor) -> Tensor:
+        """``[B x windows, w^2]`` scores of window positions -> ``[B, input tokens]``.
+
+        Each stage token's score lands on every input token it covers; window padding is dropped.
+        """
+        num_windows, area = self.token_of.shape
+        flat = scores.reshape(-1, num_windows * area)
+        token_of = self.token_of.reshape(-1).to(scores.device)
+        keep = token_of >= 0
+        height, width = self.stage_shape
+        stage = torch.zeros(flat.shape[0], height * width, dtype=scores.dtype, device=scores.device)
+        stage[:, token_of[keep]] = flat[:, keep]
+        rows = torch.arange(self.input_shape[0], device=scores.device) >> self.level
+        cols = torch.arange(self.input_shape[1], device=scores.device) >> self.level
+        return stage[:, (rows[:, None] * width + cols[None, :]).reshape(-1)]
 
 
 class AttentionCapture(ABC):

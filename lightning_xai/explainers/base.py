@@ -12,7 +12,7 @@ from torch import Tensor, nn
 from lightning_xai.types import ModelInputs
 
 if TYPE_CHECKING:
-    from lightning_xai.capture.base import AttentionCapture
+    from lightning_xai.capture.base import AttentionCapture, WindowLayout
     from lightning_xai.families.base import ModelFamily
     from lightning_xai.modalities.base import Modality
 
@@ -52,6 +52,9 @@ class ForwardPass:
         family: the model's family (prediction row, head read-out, LRP rules).
         query_index: ``[B]`` long, the token row that carries each sample's prediction (the ``[CLS]`` row of an
             encoder); attention-row methods read this row.
+        window_layouts: for a model that attends within windows (Swin), where each attention call's rows lie on
+            the input token grid (one :class:`~lightning_xai.capture.base.WindowLayout` per call); then
+            :attr:`attentions` are ``[B x windows, H, w^2, w^2]``. None for one-axis models.
     """
 
     inputs: ModelInputs
@@ -67,6 +70,7 @@ class ForwardPass:
     modality: Modality | None = field(default=None, repr=False)
     family: ModelFamily | None = field(default=None, repr=False)
     query_index: Tensor | None = None
+    window_layouts: list[WindowLayout] | None = None
     _attention_gradients: list[Tensor] | None = field(default=None, repr=False)
     _cache: dict[str, Any] = field(default_factory=dict, repr=False)
 

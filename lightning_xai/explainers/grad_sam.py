@@ -24,6 +24,7 @@ from typing import ClassVar, Literal
 import torch
 from torch import Tensor
 
+from lightning_xai.capture.base import WindowLayout
 from lightning_xai.explainers.base import Explainer, ForwardPass
 
 Axis = Literal["query", "key"]
@@ -71,6 +72,42 @@ def grad_sam(
     return scores / (len(attentions) * num_heads * n[:, None])
 
 
+def windowed_grad_sam(
+    attentions: Sequence[Tensor], gradients: Sequence[Tensor], layouts: Sequence[WindowLayout], axis: Axis = "query"
+) -> Tensor:
+    """Grad-SAM of a model that attends within windows (Swin), on the input token grid.
+
+    Per layer, :func:`grad_sam`'s quantity inside each window: ``sum_h A * ReLU(dy/dA)`` summed over the window's
+    keys (``axis="query"``) or queries (``"key"``), window padding excluded, divided by the layer's heads and the
+    window's tokens (the ``1 / (H n)`` of one axis); then mapped onto the input grid (each merged token's score on
+    every input token it covers, :meth:`WindowLayout.to_input_grid`) and averaged over layers.
+
+    Args:
+        attentions: per layer ``[B x windows, H, w^2, w^2]``.
+        gradients: their gradients, same shapes.
+        layouts: where each layer's window positions lie on the input grid.
+        axis: as :func:`grad_sam`.
+
+    Returns:
+        ``[B, input tokens]`` float32.
+    """
+    if len(attentions) == 0 or not len(attentions) == len(gradients) == len(layouts):
+        raise ValueError(f"Need one gradient and one layout per attention map, got {len(attentions)} maps, "
+                         f"{len(gradients)} gradients, {len(layouts)} layouts")
+    total: Tensor | None = None
+    for attention, gradient, layout in zip(attentions, gradients, layouts, strict=True):
+        num_windows = layout.token_of.shape[0]
+        valid = layout.valid(attention.shape[0] // num_windows).to(attention.device)  # [B x windows, w^2]
+        weighted = (attention.detach().float() * gradient.float().clamp_min(0)).sum(dim=1)
+        weighted = weighted * (valid[:, :, None] & valid[:, None, :]).float()
+        scores = weighted.sum(dim=-1) if axis == "query" else weighted.sum(dim=-2)
+        tokens = valid.sum(dim=1, keepdim=True).clamp_min(1).float()
+        per_token = layout.to_input_grid(scores / (attention.shape[1] * tokens))
+        total = per_token if total is None else total + per_token
+    assert total is not None
+    return total / len(attentions)
+
+
 class GradSAM(Explainer):
     """Grad-SAM (Barkan et al., CIKM 2021): ReLU-gated attention gradients times attention, over all layers.
 
@@ -87,7 +124,8 @@ class GradSAM(Explainer):
     """
 
     name: ClassVar[str] = "grad_sam"
-    needs: ClassVar[frozenset[str]] = frozenset({"attentions", "attention_gradients"})
+    # the attention gradients come with their maps; one token axis is not needed (Swin's windows are mapped back)
+    needs: ClassVar[frozenset[str]] = frozenset({"attention_gradients"})
 
     def __init__(self, axis: Axis = "query") -> None:
         if axis not in ("query", "key"):
@@ -98,4 +136,6 @@ class GradSAM(Explainer):
         """Grad-SAM map of the pass (shares the cached attention gradients)."""
         gradients = forward.attention_gradients()
         with torch.no_grad():
+            if forward.window_layouts is not None:
+                return windowed_grad_sam(forward.attentions, gradients, forward.window_layouts, self.axis)
             return grad_sam(forward.attentions, gradients, forward.valid_mask, self.axis)

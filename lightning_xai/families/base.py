@@ -40,7 +40,8 @@ if TYPE_CHECKING:
 CAPABILITIES: Mapping[str, str] = MappingProxyType(
     {
         "attentions": "post-softmax attention maps [B, H, N, N] over the model's one token axis",
-        "attention_gradients": "gradients of the explained logit w.r.t. those attention maps",
+        "attention_gradients": "post-softmax attention maps (per window where the model attends in windows, with "
+        "where each window lies on the token grid) and the explained logit's gradients w.r.t. them",
         "prediction_row": "the token row that carries the prediction (the [CLS] row, a decoder's last token)",
         "hidden_states": "the output tokens of every transformer layer",
         "head_readout": "reading any layer's tokens out through the model's own final norm and head",

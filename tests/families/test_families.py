@@ -29,7 +29,7 @@ EXPECTED_REFUSALS = {
     "mpnet": {"lrp_rules"},  # relative position bias inside its module
     "opt": {"prediction_row", "head_readout", "lrp_rules"},  # no family: the generic fallback
     "data2vec_vision": {"prediction_row", "lrp_rules"},  # mean-pooled; attention inside its own modules
-    "swin": {"attentions", "attention_gradients", "hidden_states", "prediction_row", "head_readout",  # windows
+    "swin": {"attentions", "hidden_states", "prediction_row", "head_readout",  # windows, merged between stages
              "input_embeddings"},  # LN(patch embedding): x . grad = 0
     "clip": {"prediction_row", "input_embeddings"},  # patch-mean head; conv patch embedding
     "clip_zero_shot": {"input_embeddings"},  # conv patch embedding (its image embedding is the class token's)
