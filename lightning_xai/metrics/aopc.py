@@ -23,7 +23,11 @@ Conventions (``convention=``):
   equals the previous kept one is skipped, the value is the mean over the kept thresholds; ferret deletes the tokens,
   decodes the rest to text and tokenises it again, so ``removal`` defaults to ``"retokenize"`` (needs the tokenizer in
   the modality; ``removal="delete"`` deletes without the round trip, which differs from ferret only where
-  re-tokenising a perturbed text does not give back the kept ids, e.g. a lone ``##ing`` piece).
+  re-tokenising a perturbed text does not give back the kept ids, e.g. a lone ``##ing`` piece). A threshold whose
+  rationale is empty (``int(f n) = 0``, or no token with relevance > 0 among its top ``k``) is skipped, as ferret's
+  top-k returns None there; when every threshold is skipped, i.e. **no content token has positive relevance**
+  (an all-negative or all-zero map), the value is ferret's constant: **comprehensiveness 0, sufficiency 1** (the
+  worst sufficiency: ferret's ``Evaluation(..., 0)`` and ``Evaluation(..., 1)`` when no rationale was built).
 
 Removal: the modality's own (text default: replacement token) unless ``removal=`` is given. Samples without
 content tokens are skipped.
@@ -55,6 +59,9 @@ CONVENTIONS: dict[str, tuple[float, ...]] = {
     "eggen": (0.0, 0.1, 0.2, 0.5),
     "ferret": tuple(float(f) for f in np.arange(0.1, 1.1, 0.1)),
 }
+#: ferret 0.4.2's value when no threshold gives a non-empty rationale (no content token with relevance > 0):
+#: ``{comprehensiveness: 0, sufficiency: 1}`` (its ``Evaluation(SHORT_NAME, 0)`` / ``Evaluation(SHORT_NAME, 1)``).
+FERRET_EMPTY_RATIONALE: dict[bool, float] = {False: 0.0, True: 1.0}
 
 
 def aopc_bins(explanation: Explanation, convention: Convention) -> tuple[Tensor, Tensor, Tensor]:
@@ -69,9 +76,10 @@ def aopc_bins(explanation: Explanation, convention: Convention) -> tuple[Tensor,
         positive = (content & (relevance > 0)).sum(dim=1)
         effective = torch.minimum(counts, positive[:, None])
         previous = torch.cat([torch.full_like(effective[:, :1], -1), effective[:, :-1]], dim=1)
-        # a kept threshold needs k > 0 and a token set different from the previous kept one (sets are nested, so
+        # a kept threshold needs a non-empty rationale (k > 0 and, only_pos, at least one positive token: ferret's
+        # top-k gives None otherwise) and a token set different from the previous kept one (sets are nested, so
         # "different" means a different size; skipped thresholds repeat the previous size)
-        weights = ((counts > 0) & (effective != previous)).double()
+        weights = ((effective > 0) & (effective != previous)).double()
         weights = weights / weights.sum(dim=1, keepdim=True).clamp_min(1)
         return effective, weights, _later_first_ranks(relevance, content)
     counts = torch.ceil(fractions[None, :] * n[:, None] - 1e-9).long()
@@ -99,12 +107,22 @@ def _aopc_masks(explanation: Explanation, convention: Convention, sufficiency: b
     return with_unperturbed((content[:, None, :] & ~top) if sufficiency else top)
 
 
-def _aopc_values(logits: Tensor, explanation: Explanation, convention: Convention, score: Score) -> Tensor:
-    """``[B]`` weighted mean of ``p(x) − p(x_k)`` over the bins, from the logits of :func:`_aopc_masks`."""
+def _aopc_values(
+    logits: Tensor, explanation: Explanation, convention: Convention, score: Score, sufficiency: bool
+) -> Tensor:
+    """``[B]`` weighted mean of ``p(x) − p(x_k)`` over the bins, from the logits of :func:`_aopc_masks`.
+
+    ``"ferret"`` with no kept threshold (no content token has relevance > 0): ferret's constants, comprehensiveness
+    0 and sufficiency 1 (:data:`FERRET_EMPTY_RATIONALE`).
+    """
     _, weights, _ = aopc_bins(explanation, convention)
     scores = scores_of(logits, explanation.target, score).double()
     deltas = scores[:, :1] - scores[:, 1:]
-    return skip_empty((deltas * weights.to(deltas.device)).sum(dim=1).float(), explanation)
+    weights = weights.to(deltas.device)
+    values = (deltas * weights).sum(dim=1)
+    if convention == "ferret":
+        values = values.masked_fill(weights.sum(dim=1) == 0, FERRET_EMPTY_RATIONALE[sufficiency])
+    return skip_empty(values.float(), explanation)
 
 
 def _aopc(
@@ -117,7 +135,7 @@ def _aopc(
     check_engine_args(owner, score, max_batch_size)
     return engine_values(
         forward, inputs, explanation, modality, _aopc_masks(explanation, convention, sufficiency),
-        lambda logits: _aopc_values(logits, explanation, convention, score),
+        lambda logits: _aopc_values(logits, explanation, convention, score, sufficiency),
         removal=_default_removal(convention) if removal is None else removal, max_batch_size=max_batch_size,
         reduction=reduction,
     )
@@ -138,7 +156,7 @@ class _AOPC(PerturbationMetric):
 
     def per_sample(self, logits: Tensor, explanation: Explanation) -> Tensor:
         """Per-sample values ``[B]`` (NaN = skipped)."""
-        return _aopc_values(logits, explanation, self.convention, self.score)
+        return _aopc_values(logits, explanation, self.convention, self.score, self.sufficiency)
 
 
 class AOPCComprehensiveness(_AOPC):
@@ -193,7 +211,24 @@ def aopc_sufficiency(
     convention: Convention = "eraser", score: Score = "prob", removal: str | float | None = None,
     max_batch_size: int = 256, reduction: Reduction = "mean",
 ) -> Tensor:
-    """AOPC sufficiency of a batch (functional twin of :class:`AOPCSufficiency`; arguments as the other's)."""
+    """AOPC sufficiency of a batch (functional twin of :class:`AOPCSufficiency`; arguments as the other's).
+
+    Example (ferret: no content token has positive relevance, so no rationale is built: ferret's 1, and 0 for
+    comprehensiveness):
+        >>> import torch
+        >>> from lightning_xai.modalities import TextModality
+        >>> from lightning_xai.types import Explanation
+        >>> text = TextModality(special_ids=[0], pad_id=0, replacement_id=1)
+        >>> def forward(x):
+        ...     return torch.stack([torch.zeros(x["input_ids"].shape[0]), x["input_ids"].sum(dim=1).float()], dim=1)
+        >>> valid = torch.ones(1, 4, dtype=torch.bool)
+        >>> negative = Explanation("n", torch.tensor([[-0.5, -0.1, -0.2, -0.3]]), valid, ~valid, torch.tensor([1]))
+        >>> inputs = {"input_ids": torch.tensor([[5, 6, 7, 8]])}
+        >>> float(aopc_sufficiency(forward, inputs, negative, text, convention="ferret", removal="delete"))
+        1.0
+        >>> float(aopc_comprehensiveness(forward, inputs, negative, text, convention="ferret", removal="delete"))
+        0.0
+    """
     return _aopc("aopc_sufficiency", True, forward, inputs, explanation, modality, convention, score, removal,
                  max_batch_size, reduction)
 

@@ -76,11 +76,15 @@ def aopc_reference(model_fn, ids, content, relevance, target, replacement_id, co
             if k == 0:
                 continue
             top = [i for i in ranked[:k] if relevance[i] > 0]
+            if not top:  # ferret's top-k returns None for an empty rationale: the threshold is skipped
+                continue
             if last is not None and set(top) == last:
                 continue
             last = set(top)
             removed = set(ranked) - set(top) if sufficiency else set(top)
             deltas.append(p0 - _prob(model_fn, ids, target, removed, replacement_id, mode))
+        if not deltas:  # no rationale at any threshold: ferret returns 1 (sufficiency) and 0 (comprehensiveness)
+            return 1.0 if sufficiency else 0.0
         return sum(deltas) / len(deltas)
     # ERASER's baseline code ranks with numpy's argsort(attn)[-k:]: among equal scores the later position first
     ranked = _order(content, relevance, later_first=convention == "eraser")
