@@ -25,6 +25,7 @@ __all__ = [
     "agreement_table",
     "count_lines",
     "fmt",
+    "installed_command",
     "method_metric_table",
     "print_explanation_tables",
     "print_run_summary",
@@ -408,11 +409,19 @@ def _directions(callback: Any) -> dict[str, bool]:
             if hasattr(m, "higher_is_better")}
 
 
-def tensorboard_command() -> str:
-    """``tensorboard`` when it is on PATH, else the one installed beside this interpreter (e.g. ``.venv/bin``)."""
+def installed_command(name: str) -> str:
+    """``name`` when it is on PATH, else the console script installed beside this interpreter (e.g. ``.venv/bin``).
+
+    Example:
+        >>> installed_command("a-program-nobody-installed")
+        'a-program-nobody-installed'
+    """
     import shutil
 
-    if shutil.which("tensorboard"):
-        return "tensorboard"
-    beside = os.path.join(os.path.dirname(sys.executable), "tensorboard")
-    return shlex.quote(beside) if os.path.exists(beside) else "tensorboard"
+    beside = os.path.join(os.path.dirname(sys.executable), name)
+    return name if shutil.which(name) or not os.path.exists(beside) else shlex.quote(beside)
+
+
+def tensorboard_command() -> str:
+    """``tensorboard`` when it is on PATH, else the one installed beside this interpreter (e.g. ``.venv/bin``)."""
+    return installed_command("tensorboard")

@@ -15,7 +15,7 @@ from lightning.pytorch import LightningDataModule, LightningModule, Trainer
 from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCLI
 
 from lightning_xai.callbacks.progress import LineProgress
-from lightning_xai.cli.summary import print_run_summary
+from lightning_xai.cli.summary import installed_command, print_run_summary
 
 #: The LightningCLI subcommands the recipes support (no ``predict``).
 SUBCOMMANDS = ("fit", "validate", "test")
@@ -63,14 +63,6 @@ class XAICLI(LightningCLI):
         print_run_summary(self.trainer, "test")
 
 
-def _program() -> str:
-    """``lightning-xai`` when it is on PATH, else the one installed beside this interpreter (e.g. ``.venv/bin``)."""
-    import shutil
-
-    beside = Path(sys.executable).with_name("lightning-xai")
-    return "lightning-xai" if shutil.which("lightning-xai") or not beside.exists() else shlex.quote(str(beside))
-
-
 def next_steps(trainer: Any) -> list[str]:
     """The exact ``explain`` and ``report`` commands for the run that just ended (empty when it saved neither).
 
@@ -85,9 +77,10 @@ def next_steps(trainer: Any) -> list[str]:
     )
     log_dir = getattr(trainer, "log_dir", None)
     config = Path(log_dir) / "config.yaml" if log_dir else None
+    program = installed_command("lightning-xai")
     if checkpoint and config is not None and config.is_file():
         lines.append(
-            f"  explain the checkpoint over the whole validation split: {_program()} explain "
+            f"  explain the checkpoint over the whole validation split: {program} explain "
             f"--ckpt {shlex.quote(str(checkpoint))} --config {shlex.quote(str(config))}"
         )
     for callback in trainer.callbacks:
@@ -95,7 +88,7 @@ def next_steps(trainer: Any) -> list[str]:
             directory = callback.output_directory
             if directory is not None and (directory / "explanations.jsonl").is_file():
                 lines.append(
-                    f"  HTML report of this run: {_program()} report {shlex.quote(str(directory))} "
+                    f"  HTML report of this run: {program} report {shlex.quote(str(directory))} "
                     f"-o {shlex.quote(str(directory / 'report.html'))}"
                 )
     return ["Next:", *lines] if lines else []
