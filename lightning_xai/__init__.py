@@ -8,10 +8,10 @@ the chosen explainers, scores the maps with faithfulness metrics and logs scalar
 # the package attribute (a later first import of that module would otherwise replace the function by the module).
 from lightning_xai import explain as _explain_module  # noqa: F401
 from lightning_xai.adapters import AdaptedBatch
-from lightning_xai.callbacks import ExplanationMonitor
+from lightning_xai.callbacks import ConceptMonitor, ExplanationMonitor
 from lightning_xai.explanation_pass import explain
 from lightning_xai.types import Explanation
 
 __version__ = "0.1.0"
 
-__all__ = ["AdaptedBatch", "Explanation", "ExplanationMonitor", "__version__", "explain"]
+__all__ = ["AdaptedBatch", "ConceptMonitor", "Explanation", "ExplanationMonitor", "__version__", "explain"]

@@ -310,9 +310,20 @@ def token_sensitivities(
             g = torch.zeros_like(h) if g is None else g
             v = cavs[key].to(device=g.device, dtype=torch.float32)
             derivatives = torch.einsum("bnd,kd->bkn", g.detach().float(), v).masked_fill(~valid[:, None, :], 0.0)
-            attention = record.attentions[layer].detach().float().mean(1)[batch_index, rows]  # [B, N]
+            attention = _prediction_row(record.attentions[layer].detach().float().mean(1), rows, batch_index)
             out[layer] = TokenSensitivity(derivatives, attention.masked_fill(~valid, 0.0), valid, target.detach())
     return out
+
+
+def _prediction_row(attention: Tensor, rows: Tensor, batch_index: Tensor) -> Tensor:
+    """``[B, N]`` the prediction row of head-mean attention ``[B, N, N]``.
+
+    ``rows`` is the family's :meth:`~lightning_xai.families.ModelFamily.prediction_rows`: one row index per sample,
+    or ``[B, N]`` weights over rows for a family whose prediction is read from several (their weighted mean).
+    """
+    if rows.dim() == 2:
+        return torch.einsum("bq,bqk->bk", rows.to(attention.dtype), attention)
+    return attention[batch_index, rows.long()]
 
 
 @dataclass(frozen=True)
