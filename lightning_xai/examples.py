@@ -59,6 +59,7 @@ ARCHITECTURES: Mapping[str, str] = MappingProxyType(
         "clip_zero_shot": "clip_zero_shot",
         **dict.fromkeys(("llama", "qwen2", "qwen3", "mistral", "gemma", "gemma2", "phi3"), "decoder"),
         "gpt2": "gpt2",
+        "llama_lm": "causal_lm",  # a LlamaForCausalLM explained for its completion (CompletionScorer)
         "opt": "generic",  # a decoder of no family: the generic fallback
     }
 )
@@ -89,7 +90,8 @@ def tiny_classifier(
     The weights are drawn from a private stream seeded with ``seed`` (the global RNG is left as it was), or from the
     global RNG with ``seed=None``. Text models use token id 0 as padding (decoders pool at the last token that is
     not 0), 2 and 3 as the sequence's first and last special tokens; vision models take ``image_size`` pixel images
-    cut into ``patch_size`` patches.
+    cut into ``patch_size`` patches. ``"llama_lm"`` is a causal LM wrapped in a ``CompletionScorer``: its inputs need
+    SFT ``labels`` (-100 on the prompt).
 
     Example:
         >>> type(tiny_classifier("llama")).__name__, type(tiny_classifier("vit")).__name__
@@ -139,6 +141,8 @@ def tiny_classifier(
                    eos_token_id=3, num_labels=num_labels, max_position_embeddings=64)
     if architecture == "clip_zero_shot":
         return _tiny_clip_zero_shot(options["clip"], num_labels, vocab_size, seed)
+    if architecture == "llama_lm":
+        return _tiny_causal_lm(dict(decoder, initializer_range=0.2), seed)
     config_name = "DeiT" if architecture == "deit_with_teacher" else _HF_NAMES[architecture]
     head = "ForImageClassification" if architecture in VISION else "ForSequenceClassification"
     if architecture == "deit_with_teacher":
@@ -149,6 +153,17 @@ def tiny_classifier(
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         return getattr(transformers, config_name + head)(config).eval()
+
+
+def _tiny_causal_lm(options: dict, seed: int | None) -> nn.Module:
+    """A tiny random ``LlamaForCausalLM`` as a :class:`~lightning_xai.families.CompletionScorer` (it needs labels)."""
+    from lightning_xai.families.causal_lm import CompletionScorer
+
+    config = transformers.LlamaConfig(**{k: v for k, v in options.items() if k != "num_labels"})
+    with torch.random.fork_rng(devices=[]):
+        if seed is not None:
+            torch.manual_seed(seed)
+        return CompletionScorer(transformers.LlamaForCausalLM(config)).eval()
 
 
 def _tiny_clip_zero_shot(options: dict, num_labels: int, vocab_size: int, seed: int | None) -> nn.Module:

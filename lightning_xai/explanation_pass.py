@@ -18,7 +18,7 @@ from lightning_xai.capture.base import eager_forward, first_tensor, with_first
 from lightning_xai.errors import LightningXAIError, NonFiniteExplanationError
 from lightning_xai.explainers import resolve_explainers
 from lightning_xai.explainers.base import Explainer, ForwardPass
-from lightning_xai.families import ModelFamily, resolve_family
+from lightning_xai.families import ModelFamily, explainable_model, resolve_family
 from lightning_xai.modalities.base import Modality
 from lightning_xai.types import Explanation, ModelInputs, logits_of
 
@@ -168,9 +168,12 @@ def explain(
             family, the reason and what to do).
     """
     explainers = resolve_explainers(explainers)
-    family = family if family is not None else resolve_family(model)
+    if family is None:
+        model = explainable_model(model)  # a causal LM is explained through its CompletionScorer
+        family = resolve_family(model)
     family.check(explainers)
     check_target(target, model)
+    target = family.explained_target(target)
     modality = resolve_modality(modality, family, tokenizer)
     capture = family.capture()
     # the input embeddings, or where the family has none on the token axis, the embedding output: made to require

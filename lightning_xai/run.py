@@ -202,6 +202,7 @@ def explain_probe_set(
         for name, error in errors.items():
             policy.handle(f"explainer {name!r}", error)
             _count(result.skipped, [name], count)
+        empty = _rows_without_anything_to_explain(family, chunk, maps, result, policy)
         with eval_mode(model), torch.no_grad():
             context = ScoringContext(forward=forward, inputs=chunk, modality=modality, rationale=rationale)
             scored = scoreboard.update(maps, context, result.skipped)
@@ -211,7 +212,7 @@ def explain_probe_set(
         if keep_samples and maps:
             for name, explanation in maps.items():
                 relevance.setdefault(name, []).append(explanation.relevance[explanation.content_mask].cpu().numpy())
-            result.samples.extend(_probe_samples(start, chunk, labels, maps, modality, names, num_heatmaps))
+            result.samples.extend(_probe_samples(start, chunk, labels, maps, modality, names, num_heatmaps, empty))
         start = rows.stop
         if on_chunk is not None:
             on_chunk(count)
@@ -254,6 +255,30 @@ def _warn_degenerate(
         )
 
 
+def _rows_without_anything_to_explain(
+    family: ModelFamily, chunk: ModelInputs, maps: Mapping[str, Explanation], result: EpochResult,
+    policy: ErrorPolicy,
+) -> Tensor | None:
+    """``[B]`` bool: the rows the family says have nothing to explain (a causal LM's sample without completion).
+
+    They are warned about once and counted as skipped for every method that ran; they hold no content token, so no
+    metric scores them.
+    """
+    found = family.skipped_rows(chunk)
+    if found is None or not maps:
+        return None
+    rows, reason = found
+    count = int(rows.sum())
+    if count:
+        policy.warn_once(
+            f"skipped rows {family.name}",
+            f"{count} probe sample(s) of this {type(family.model).__name__} are skipped: {reason}. They are "
+            "counted in each method's skipped_samples and scored by no metric; training goes on.",
+        )
+        _count(result.skipped, list(maps), count)
+    return rows
+
+
 def _count(skipped: Skipped, names: list[str], rows: int) -> None:
     for name in names:
         skipped[name] = skipped.get(name, 0) + rows
@@ -280,12 +305,18 @@ def _probe_samples(
     modality: Modality,
     names: dict[int, str],
     num_heatmaps: int,
+    empty: Tensor | None = None,
 ) -> list[ProbeSample]:
-    """Dashboard view of the chunk's rows that are among the first ``num_heatmaps`` probe samples."""
+    """Dashboard view of the chunk's rows that are among the first ``num_heatmaps`` probe samples.
+
+    Rows with nothing to explain (``empty``, e.g. a causal LM's sample without completion) get no heatmap.
+    """
     first = next(iter(maps.values()))
     count = max(0, min(num_heatmaps - start, first.relevance.shape[0]))
     samples = []
     for i in range(count):
+        if empty is not None and bool(empty[i]):
+            continue
         probs = None if first.logits is None else first.logits[i].softmax(-1)
         prediction = None if probs is None else int(probs.argmax())
         view: dict[str, Any] = modality.sample_view(chunk, i, maps)

@@ -17,12 +17,14 @@ VISION_FAMILIES = ("vit", "deit", "deit_with_teacher", "beit", "dinov2", "data2v
 MORE_ENCODERS = ("electra", "xlm_roberta", "albert", "modernbert", "deberta_v2", "mpnet")
 #: Decoder LLM architectures (tiny, random), all pooled at the last real token.
 DECODERS = ("llama", "qwen2", "qwen3", "mistral", "gemma", "gemma2", "phi3", "gpt2")
+#: Causal LMs explained for their completion (CompletionScorer); their inputs carry SFT labels.
+CAUSAL_LMS = ("llama_lm",)
 #: Models of no family (the generic fallback).
 GENERIC = ("opt",)
 #: The families most tests run on (one per architecture).
 FAMILIES = TEXT_FAMILIES + VISION_FAMILIES[:2]
 #: Every architecture make_model builds -> its registered model family (the registry loops run on all of them).
-assert set(ARCHITECTURES) == set(TEXT_FAMILIES + VISION_FAMILIES + MORE_ENCODERS + DECODERS + GENERIC)
+assert set(ARCHITECTURES) == set(TEXT_FAMILIES + VISION_FAMILIES + MORE_ENCODERS + DECODERS + CAUSAL_LMS + GENERIC)
 REGISTERED_FAMILIES = tuple(ARCHITECTURES)
 WORDS = ["good", "bad", "movie", "plot", "great", "awful", "the", "a", "was", "very", "not", "fun", "dull", "ok"]
 SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
@@ -83,7 +85,17 @@ def make_decoder_tokenizer():
 
 
 def make_inputs(family: str, batch: int = 4, seed: int = 0) -> dict[str, torch.Tensor]:
+    if family in CAUSAL_LMS:
+        return with_completion(make_text_inputs(batch, seed=seed))
     return make_image_inputs(batch, seed) if family in VISION_FAMILIES else make_text_inputs(batch, seed=seed)
+
+
+def with_completion(inputs: dict[str, torch.Tensor], length: int = 2) -> dict[str, torch.Tensor]:
+    """SFT labels for text inputs: the last ``length`` real tokens of each row are the completion, -100 elsewhere."""
+    mask = inputs["attention_mask"].bool()
+    from_end = mask.long().flip(1).cumsum(1).flip(1)  # real tokens from this one to the end of the row
+    completion = mask & (from_end <= length)
+    return {**inputs, "labels": inputs["input_ids"].masked_fill(~completion, -100)}
 
 
 def text_modality():
@@ -93,8 +105,11 @@ def text_modality():
 
 
 def modality_for(family: str):
+    from lightning_xai.families.causal_lm import CompletionTextModality
     from lightning_xai.modalities import VisionModality
 
+    if family in CAUSAL_LMS:  # the completion tokens are special: the maps rank the prompt
+        return CompletionTextModality(special_ids=[0, 2, 3, 4, 1], pad_id=0, replacement_id=4)
     return VisionModality(PATCH) if family in VISION_FAMILIES else text_modality()
 
 

@@ -22,7 +22,7 @@ from lightning_xai.adapters import AdaptedBatch, as_adapted, default_batch_adapt
 from lightning_xai.errors import LightningXAIError
 from lightning_xai.explainers import Explainer, GradSAM, Random
 from lightning_xai.explanation_pass import Target, check_target
-from lightning_xai.families import ModelFamily, resolve_family
+from lightning_xai.families import ModelFamily, explainable_model, resolve_family
 from lightning_xai.keys import LogKeys
 from lightning_xai.metrics import DeletionAUC
 from lightning_xai.modalities import Modality
@@ -185,12 +185,14 @@ class ExplanationMonitor(*_CALLBACK_BASES):  # type: ignore[misc]
 
     def setup(self, trainer: Any, pl_module: Any, stage: str) -> None:
         """Resolve the model's family and modality, refuse what cannot work, and open the sinks."""
-        model = (self.model_getter or default_model_getter)(pl_module)
+        # a causal LM is explained through its CompletionScorer (the completion of each SFT sample)
+        model = explainable_model((self.model_getter or default_model_getter)(pl_module))
         sharded = runtime.sharded_reason(getattr(trainer, "strategy", None), model)
         if sharded is not None:
             raise LightningXAIError(runtime.SHARDED_MESSAGE.format(reason=sharded))
         family = resolve_family(model)
         check_target(self.target, model)
+        family.explained_target(self.target)  # a family that always explains one output refuses another here
         modality = family.build_modality(self._tokenizer(trainer, pl_module), self.removal)
         self._model, self._family, self._modality = model, family, modality
         self._active, self._active_metrics = engine.runnable(
@@ -216,6 +218,8 @@ class ExplanationMonitor(*_CALLBACK_BASES):  # type: ignore[misc]
             return
         try:
             adapted = as_adapted(self.batch_adapter(batch)) if self.batch_adapter else default_batch_adapter(batch)
+            if self._family is not None:
+                adapted = self._family.adapt_batch(adapted)
         except LightningXAIError as error:
             self._disable(str(error), error)
             return

@@ -22,7 +22,7 @@ from typing import ClassVar
 import torch
 from torch import Tensor
 
-from lightning_xai.explainers.base import Explainer, ForwardPass, query_rows
+from lightning_xai.explainers.base import Explainer, ForwardPass, query_weights, read_rows
 
 
 def _pair_mask(valid_mask: Tensor, like: Tensor) -> Tensor:
@@ -36,7 +36,8 @@ def raw_attention(attentions: Sequence[Tensor], valid_mask: Tensor, query: int |
     Args:
         attentions: per layer ``[B, H, N, N]`` post-softmax attention (only the last is used).
         valid_mask: ``[B, N]`` real tokens; padding gets 0.
-        query: the row read: one index for every sample or ``[B]`` indices (0: [CLS]).
+        query: the row read: one index for every sample, ``[B]`` indices (0: [CLS]), or ``[B, N]`` row weights
+            (the weighted mean of those rows is read).
 
     Returns:
         ``[B, N]`` float32.
@@ -47,8 +48,7 @@ def raw_attention(attentions: Sequence[Tensor], valid_mask: Tensor, query: int |
         >>> raw_attention([A], torch.tensor([[True, True, False]])).tolist()
         [[0.5, 0.25, 0.0]]
     """
-    last = attentions[-1].detach().float().mean(dim=1)
-    last = last[torch.arange(last.shape[0], device=last.device), query_rows(query, last.shape[0], last.device)]
+    last = read_rows(attentions[-1].detach().float().mean(dim=1), query)
     return last * valid_mask.to(last.device)
 
 
@@ -58,7 +58,8 @@ def rollout(attentions: Sequence[Tensor], valid_mask: Tensor, query: int | Tenso
     Args:
         attentions: per layer ``[B, H, N, N]`` post-softmax attention, first layer first.
         valid_mask: ``[B, N]`` real tokens; padded rows/columns are dropped before re-normalising.
-        query: the row read: one index for every sample or ``[B]`` indices (0: [CLS]).
+        query: the row read: one index for every sample, ``[B]`` indices (0: [CLS]), or ``[B, N]`` row weights
+            (the weighted mean of those rows is read).
 
     Returns:
         ``[B, N]`` float32, sums to 1 over the real tokens of each row.
@@ -75,8 +76,7 @@ def rollout(attentions: Sequence[Tensor], valid_mask: Tensor, query: int | Tenso
     batch, num_tokens = first.shape[0], first.shape[-1]
     pair = _pair_mask(valid_mask, first.float())
     eye = torch.eye(num_tokens, device=first.device, dtype=torch.float32)
-    row = torch.zeros(batch, 1, num_tokens, device=first.device, dtype=torch.float32)
-    row[torch.arange(batch, device=first.device), 0, query_rows(query, batch, first.device)] = 1.0
+    row = query_weights(query, batch, num_tokens, first.device)[:, None, :]
     for attention in reversed(attentions):
         mixed = attention.detach().float().mean(dim=1) * pair + eye
         mixed = mixed / mixed.sum(dim=-1, keepdim=True)

@@ -42,7 +42,7 @@ from typing import ClassVar, Literal
 import torch
 from torch import Tensor
 
-from lightning_xai.explainers.base import Explainer, ForwardPass, query_rows
+from lightning_xai.explainers.base import Explainer, ForwardPass, read_rows
 
 Game = Literal["mutual", "cls", "max_mutual"]
 Weights = Literal["attention", "grad_attention"]
@@ -222,7 +222,8 @@ def attention_shapley(
         exact_max_tokens: max-mutual: enumerate coalitions up to this many players.
         num_coalitions: max-mutual: sampled coalitions above; None for the exact closed form.
         seed: max-mutual sampler seed.
-        query: ``"cls"`` game: the prediction row, one index for every sample or ``[B]`` indices (0: [CLS]).
+        query: ``"cls"`` game: the prediction row, one index for every sample or ``[B]`` indices (0: [CLS]), or
+            ``[B, N]`` row weights (the weighted mean of those rows).
 
     Returns:
         ``[B, N]`` float32, 0 off the content tokens.
@@ -234,8 +235,7 @@ def attention_shapley(
     if game == "mutual":
         return mutual_shapley(matrix, content)
     if game == "cls":
-        batch = matrix.shape[0]
-        row = matrix[torch.arange(batch, device=matrix.device), query_rows(query, batch, matrix.device)]
+        row = read_rows(matrix, query)
         return torch.where(content, row, torch.zeros_like(row))
     return max_mutual_shapley(matrix, content, exact_max_tokens, num_coalitions, seed)
 

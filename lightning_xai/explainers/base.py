@@ -31,6 +31,36 @@ def query_rows(query: int | Tensor, batch: int, device: torch.device) -> Tensor:
     return torch.full((batch,), int(query), dtype=torch.long, device=device)
 
 
+def query_weights(query: int | Tensor, batch: int, num_tokens: int, device: torch.device) -> Tensor:
+    """``[B, N]`` float32 weights over rows: one-hot on one row per sample, or the given ``[B, N]`` weights.
+
+    Example:
+        >>> import torch
+        >>> query_weights(torch.tensor([2, 0]), 2, 3, torch.device("cpu")).tolist()
+        [[0.0, 0.0, 1.0], [1.0, 0.0, 0.0]]
+    """
+    if isinstance(query, Tensor) and query.dim() == 2:
+        return query.to(device=device, dtype=torch.float32)
+    weights = torch.zeros(batch, num_tokens, device=device, dtype=torch.float32)
+    weights[torch.arange(batch, device=device), query_rows(query, batch, device)] = 1.0
+    return weights
+
+
+def read_rows(matrix: Tensor, query: int | Tensor) -> Tensor:
+    """``[B, N]``: row ``query[b]`` of each ``[B, N, N]`` matrix, or the weighted mean of rows (``[B, N]`` weights).
+
+    Example:
+        >>> import torch
+        >>> matrix = torch.arange(8.0).view(1, 2, 4)[:, :, :2]  # [[0, 1], [4, 5]]
+        >>> read_rows(matrix, 1).tolist(), read_rows(matrix, torch.tensor([[0.5, 0.5]])).tolist()
+        ([[4.0, 5.0]], [[2.0, 3.0]])
+    """
+    if isinstance(query, Tensor) and query.dim() == 2:
+        return torch.einsum("bq,bqk->bk", query.to(device=matrix.device, dtype=matrix.dtype), matrix)
+    batch = matrix.shape[0]
+    return matrix[torch.arange(batch, device=matrix.device), query_rows(query, batch, matrix.device)]
+
+
 @dataclass
 class ForwardPass:
     """One recorded forward of a batch, shared by every explainer that needs only attention (and its gradient).
@@ -51,7 +81,8 @@ class ForwardPass:
         modality: the token bookkeeping of the inputs.
         family: the model's family (prediction row, head read-out, LRP rules).
         query_index: ``[B]`` long, the token row that carries each sample's prediction (the ``[CLS]`` row of an
-            encoder); attention-row methods read this row.
+            encoder); attention-row methods read this row. Or ``[B, N]`` float weights over the rows where the
+            prediction is read from several (a causal LM's completion rows): those methods read the weighted mean.
         window_layouts: for a model that attends within windows (Swin), where each attention call's rows lie on
             the input token grid (one :class:`~lightning_xai.capture.base.WindowLayout` per call); then
             :attr:`attentions` are ``[B x windows, H, w^2, w^2]``. None for one-axis models.
@@ -76,7 +107,7 @@ class ForwardPass:
 
     @property
     def prediction_rows(self) -> Tensor:
-        """``[B]`` long: :attr:`query_index`, or row 0 for every sample when no family set it."""
+        """:attr:`query_index` (``[B]`` rows or ``[B, N]`` row weights), or row 0 for every sample when unset."""
         if self.query_index is not None:
             return self.query_index
         return torch.zeros(self.valid_mask.shape[0], dtype=torch.long, device=self.valid_mask.device)

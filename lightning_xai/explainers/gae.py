@@ -23,7 +23,7 @@ from typing import ClassVar
 import torch
 from torch import Tensor
 
-from lightning_xai.explainers.base import Explainer, ForwardPass, query_rows
+from lightning_xai.explainers.base import Explainer, ForwardPass, query_weights
 
 
 def gae(
@@ -35,7 +35,8 @@ def gae(
         attentions: per layer ``[B, H, N, N]`` post-softmax attention, first layer first.
         gradients: per layer ``[B, H, N, N]`` gradient of the explained logit w.r.t. that attention.
         valid_mask: ``[B, N]`` real tokens; padding rows/columns are dropped and get 0.
-        query: the row read: one index for every sample or ``[B]`` indices (0: [CLS]).
+        query: the row read: one index for every sample, ``[B]`` indices (0: [CLS]), or ``[B, N]`` row weights
+            (the weighted mean of those rows is read).
 
     Returns:
         ``[B, N]`` float32, ``>= 0`` with ``1`` added on ``query`` itself (the identity).
@@ -53,8 +54,7 @@ def gae(
     batch, num_tokens = first.shape[0], first.shape[-1]
     valid = valid_mask.to(first.device)
     pair = (valid[:, :, None] & valid[:, None, :]).float()
-    row = torch.zeros(batch, 1, num_tokens, device=first.device, dtype=torch.float32)
-    row[torch.arange(batch, device=first.device), 0, query_rows(query, batch, first.device)] = 1.0
+    row = query_weights(query, batch, num_tokens, first.device)[:, None, :]
     for attention, gradient in zip(reversed(attentions), reversed(gradients), strict=True):
         weighted = (gradient.float() * attention.detach().float()).clamp_min(0).mean(dim=1) * pair
         row = row + row @ weighted

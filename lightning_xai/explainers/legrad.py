@@ -145,7 +145,7 @@ class LeGrad(Explainer):
             hidden = hidden_states[layer]
             if self.pooling == "mean":  # every row holds the mean token, whichever row(s) the head reads
                 hidden = torch.einsum("bnd,bn->bd", hidden, weights.to(hidden.device))[:, None].expand_as(hidden)
-            score = forward.family.read_out(hidden, rows).gather(1, target).sum()
+            score = forward.family.layer_logits(hidden, rows, forward.inputs).gather(1, target).sum()
             attention = forward.attentions[layer]
             (gradient,) = torch.autograd.grad(score, attention, retain_graph=True, allow_unused=True)
             gradients.append(torch.zeros_like(attention) if gradient is None else gradient)

@@ -313,6 +313,7 @@ def lrp(
                     family=family,
                 )
             )
+            stack.enter_context(family.lrp_target())  # what LRP explains (a causal LM: its completion's logits)
             logits = logits_of(model(**cloned))
         if not read:
             raise LightningXAIError(f"The {read_at} module did not run in the forward of {type(model).__name__}")

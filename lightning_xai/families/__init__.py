@@ -4,7 +4,7 @@ Example:
     >>> list(list_families())  # doctest: +NORMALIZE_WHITESPACE
     ['bert', 'roberta', 'distilbert', 'electra', 'albert', 'modernbert', 'deberta_v2', 'mpnet', 'vit',
      'deit_with_teacher', 'deit', 'beit', 'dinov2', 'data2vec_vision', 'swin', 'clip_vision', 'clip_zero_shot',
-     'decoder', 'gpt2', 'generic']
+     'decoder', 'gpt2', 'causal_lm', 'generic']
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from lightning_xai.families.albert import AlbertFamily
 from lightning_xai.families.base import CAPABILITIES, ENCODER_LRP_RULES, LRPRule, ModelFamily
 from lightning_xai.families.beit import BeitFamily
 from lightning_xai.families.bert import BertFamily
+from lightning_xai.families.causal_lm import CausalLMFamily, CompletionScorer, explainable_model, is_causal_lm
 from lightning_xai.families.clip import ClipVisionFamily, CLIPZeroShotClassifier, ClipZeroShotFamily
 from lightning_xai.families.data2vec_vision import Data2VecVisionFamily
 from lightning_xai.families.deberta import DebertaV2Family
@@ -56,6 +57,12 @@ def resolve_family(model: nn.Module) -> ModelFamily:
         Traceback (most recent call last):
         lightning_xai.errors.UnsupportedModelError: ...
     """
+    if is_causal_lm(model):
+        raise UnsupportedModelError(
+            f"A {type(model).__name__} is a causal language model: it is explained for the completion of an SFT batch "
+            "through lightning_xai.families.CompletionScorer(model) (ExplanationMonitor and lightning_xai.explain "
+            "wrap it themselves; the batch must keep its labels, -100 on the prompt)."
+        )
     refusal = _known_refusal(model)
     if refusal is not None:
         raise UnsupportedModelError(refusal)
@@ -141,9 +148,14 @@ register_family(ClipVisionFamily)
 register_family(ClipZeroShotFamily)
 register_family(DecoderFamily)
 register_family(GPT2Family)
+register_family(CausalLMFamily)
 register_family(GenericFamily)  # last: the fallback for any other model on the AttentionInterface
 
 __all__ = [
+    "CausalLMFamily",
+    "CompletionScorer",
+    "explainable_model",
+    "is_causal_lm",
     "SwinFamily",
     "Data2VecVisionFamily",
     "ClipVisionFamily",

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Mapping
+from contextlib import AbstractContextManager, nullcontext
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
@@ -34,6 +35,7 @@ from lightning_xai.errors import LightningXAIError, UnsupportedMethodError
 from lightning_xai.types import ModelInputs
 
 if TYPE_CHECKING:
+    from lightning_xai.adapters import AdaptedBatch
     from lightning_xai.modalities.base import Modality
 
 #: What explainers may need from a family (``Explainer.needs``), and what each means.
@@ -117,6 +119,8 @@ class ModelFamily(ABC):
     lrp_rules: ClassVar[Mapping[type[nn.Module], LRPRule]] = ENCODER_LRP_RULES
     #: How attention is recorded for one pass.
     capture_class: ClassVar[type[AttentionCapture]] = HFAttentionCapture
+    #: The output every pass explains whatever target is asked (a causal LM's completion), or None (any class).
+    explained_class: ClassVar[int | None] = None
 
     def __init__(self, model: nn.Module) -> None:
         self.model = model
@@ -140,6 +144,9 @@ class ModelFamily(ABC):
     def prediction_rows(self, inputs: ModelInputs, valid_mask: Tensor) -> Tensor:
         """``[B]`` long: the token row whose output the head reads (default: row 0, the ``[CLS]``/class token).
 
+        A family whose prediction is read from several rows (a causal LM's completion) returns ``[B, N]`` float
+        weights over the rows instead; the attention-row methods then read the weighted mean of those rows.
+
         Args:
             inputs: the batch's model inputs.
             valid_mask: ``[B, N]`` real (non-padding) tokens of the batch.
@@ -161,7 +168,43 @@ class ModelFamily(ABC):
         the train mode). ``rows`` are :meth:`prediction_rows`.
         """
 
+    def layer_logits(self, hidden: Tensor, rows: Tensor, inputs: ModelInputs) -> Tensor:
+        """:meth:`read_out`, given the pass's inputs too (LeGrad calls this).
+
+        A family whose read-out needs the inputs (a causal LM's completion tokens) overrides it.
+        """
+        return self.read_out(hidden, rows)
+
+    # ---------------------------------------------------------------------------------------------- batches
+
+    def adapt_batch(self, batch: AdaptedBatch) -> AdaptedBatch:
+        """The adapted batch as this model takes it (default: unchanged; a causal LM's labels become an input)."""
+        return batch
+
+    def skipped_rows(self, inputs: ModelInputs) -> tuple[Tensor, str] | None:
+        """``([B] bool, reason)``: samples with nothing to explain (they are counted as skipped), or None."""
+        return None
+
+    def explained_target(self, target: Any) -> Any:
+        """The target a pass explains: ``target``, or :attr:`explained_class` where the family fixes one.
+
+        A class index other than the fixed one is refused (``"predicted"`` and ``"label"`` mean the fixed one).
+        """
+        fixed = self.explained_class
+        if fixed is None:
+            return target
+        if isinstance(target, int) and not isinstance(target, bool) and target != fixed:
+            raise LightningXAIError(
+                f"A {type(self.model).__name__} (model family {self.name!r}) always explains output {fixed}; "
+                f"target={target} cannot be explained: leave target at 'predicted'."
+            )
+        return fixed
+
     # ---------------------------------------------------------------------------------------------- LRP
+
+    def lrp_target(self) -> AbstractContextManager[Any]:
+        """A context inside which the model outputs what LRP explains (default: its logits, unchanged)."""
+        return nullcontext()
 
     def embeddings_output(self) -> nn.Module:
         """The module whose output is the encoder's input token sequence (LRP ``read_at="embeddings_output"``)."""
