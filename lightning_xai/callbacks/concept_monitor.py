@@ -22,16 +22,23 @@ from lightning_xai import _runtime as runtime
 from lightning_xai.adapters import AdaptedBatch, as_adapted, default_batch_adapter, default_model_getter
 from lightning_xai.callbacks.explanation_monitor import _CALLBACK_BASES
 from lightning_xai.concepts.ttcav import (
+    ConceptVectors,
     TTCAVScore,
     check_family,
     fit_concept_vectors,
+    token_sensitivities,
     ttcav_scores,
 )
 from lightning_xai.errors import LightningXAIError
 from lightning_xai.families import ModelFamily, resolve_family
+from lightning_xai.keys import LogKeys
 from lightning_xai.modalities import Modality
 from lightning_xai.probe import ProbeSet, forward_parameters
-from lightning_xai.types import ModelInputs, logits_of
+from lightning_xai.records import EpochReport, ProbeSample
+from lightning_xai.run import label_names
+from lightning_xai.sinks import Sink, sinks_for
+from lightning_xai.types import Explanation, ModelInputs, logits_of
+from lightning_xai.viz.render import render_sample
 
 __all__ = ["ConceptMonitor", "ConceptSet"]
 
@@ -88,7 +95,9 @@ class ConceptMonitor(*_CALLBACK_BASES):  # type: ignore[misc]
     * ``.../layer_<l>/p_value``: two-sided one-sample t-test of the CAVs' scores against 0.5 (not logged when every
       CAV scores the same: the authors' test is then undefined);
     * ``.../layer_<l>/p_value_random``: two-sided two-sample t-test against the random CAVs' scores (TCAV's);
-    * ``{log_prefix}ttcav/seconds``: the wall time of the epoch's TTCAV work (cost).
+    * ``{log_prefix}ttcav/cost/seconds``: the wall time of the epoch's TTCAV work (CAV fits and scoring);
+    * heatmaps of ``D`` (mean over a concept's CAVs, the sample's own class) for the first ``num_heatmaps`` probe
+      samples to TensorBoard / W&B: ``{log_prefix}ttcav/<concept>/layer_<l>/heatmap/sample_NN``.
 
     Monitoring changes nothing about training: passes run in eval mode with the attention backend, train modes and
     hooks restored, gradients by ``torch.autograd.grad`` (no parameter ``.grad``), the global RNG restored.
@@ -104,6 +113,8 @@ class ConceptMonitor(*_CALLBACK_BASES):  # type: ignore[misc]
         num_samples: probe samples (from the first validation dataloader).
         num_cavs: CAVs per concept and layer (50 in the paper; fewer keep monitoring cheap).
         num_random_cavs: random CAVs per layer for the two-sample test (0: no such test).
+        num_heatmaps: probe samples whose ``D`` maps are logged as images (0: none).
+        heatmap_layers: the layers with heatmaps (None: every scored layer).
         every_n_epochs: score every n-th epoch during ``fit`` (always under ``validate``).
         target: each probe sample is scored for its ``"label"`` (the authors: images of the target class) or its
             ``"predicted"`` class.
@@ -138,6 +149,8 @@ class ConceptMonitor(*_CALLBACK_BASES):  # type: ignore[misc]
         num_samples: int = 64,
         num_cavs: int = 10,
         num_random_cavs: int = 10,
+        num_heatmaps: int = 2,
+        heatmap_layers: Sequence[int] | None = None,
         every_n_epochs: int = 1,
         target: Literal["label", "predicted"] = "label",
         batch_size: int = 32,
@@ -155,6 +168,7 @@ class ConceptMonitor(*_CALLBACK_BASES):  # type: ignore[misc]
             ("num_samples", num_samples, 1),
             ("num_cavs", num_cavs, 1),
             ("num_random_cavs", num_random_cavs, 0),
+            ("num_heatmaps", num_heatmaps, 0),
             ("every_n_epochs", every_n_epochs, 1),
             ("batch_size", batch_size, 1),
             ("max_length", max_length, 2),
@@ -187,6 +201,8 @@ class ConceptMonitor(*_CALLBACK_BASES):  # type: ignore[misc]
         self.num_samples = num_samples
         self.num_cavs = num_cavs
         self.num_random_cavs = num_random_cavs
+        self.num_heatmaps = num_heatmaps
+        self.heatmap_layers = None if heatmap_layers is None else [int(layer) for layer in heatmap_layers]
         self.every_n_epochs = every_n_epochs
         self.target = target
         self.batch_size = batch_size
@@ -207,6 +223,10 @@ class ConceptMonitor(*_CALLBACK_BASES):  # type: ignore[misc]
         self._modality: Modality | None = None
         self._concept_inputs: dict[str, ModelInputs] = {}
         self._negative_inputs: ModelInputs | None = None
+        self._heatmap_layers: list[int] | None = None
+        self._sinks: list[Sink] = []
+        #: The CAVs of the last scored validation.
+        self.last_vectors: ConceptVectors | None = None
         self._disabled_reason: str | None = None
 
     @property
@@ -258,6 +278,11 @@ class ConceptMonitor(*_CALLBACK_BASES):  # type: ignore[misc]
         self._negative_inputs = None if self.negatives is None else encode("negatives", self.negatives)
         self._model, self._family, self._modality = model, family, modality
         self.probe.input_keys = keys
+        if self.heatmap_layers is not None:
+            count = int(getattr(getattr(model, "config", None), "num_hidden_layers", 0) or 0)
+            self._heatmap_layers = [layer % count if count else layer for layer in self.heatmap_layers]
+        # images go to the loggers' sinks (TensorBoard, W&B) on rank zero; no files: they belong to one monitor
+        self._sinks = sinks_for(trainer.loggers) if getattr(trainer, "is_global_zero", True) else []
 
     def _encoder(self, model: nn.Module, tokenizer: Any, keys: set[str] | None) -> Callable[[str, Any], ModelInputs]:
         config = getattr(model, "config", None)
@@ -310,16 +335,23 @@ class ConceptMonitor(*_CALLBACK_BASES):  # type: ignore[misc]
             self.policy.warn_once("probe", "no validation samples were seen on this process, nothing to score")
             return
         started = time.perf_counter()
+        epoch = int(trainer.current_epoch)
+        samples: list[ProbeSample] = []
         try:
             with runtime.preserved_rng(pl_module.device), runtime.precision_context(trainer.strategy):
                 scores = self.compute()
+                seconds = time.perf_counter() - started
+                if self.num_heatmaps and self._sinks and self.last_vectors is not None:
+                    samples = self.heatmap_samples(self.last_vectors)
         except Exception as error:  # noqa: BLE001 - reported through the policy (warn once, or raise)
             self.policy.handle("TTCAV", error)
             return
         finally:
             runtime.release_free_memory()
         self.last_scores = scores
-        values = {self.log_prefix + "ttcav/seconds": time.perf_counter() - started}
+        if samples:
+            self._publish(samples, epoch, runtime.logging_step(trainer))
+        values = {self.log_prefix + "ttcav/cost/seconds": seconds}
         for item in scores:
             values[self.key(item.concept, item.class_index, item.layer)] = item.score
             values[self.key(item.concept, item.class_index, item.layer, "p_value")] = item.p_value
@@ -330,7 +362,7 @@ class ConceptMonitor(*_CALLBACK_BASES):  # type: ignore[misc]
                 continue
             pl_module.log(key, value, logger=bool(trainer.loggers), on_epoch=True, on_step=False, rank_zero_only=True)
             logged[key] = float(value)
-        self.history[int(trainer.current_epoch)] = logged
+        self.history[epoch] = logged
 
     def compute(self) -> list[TTCAVScore]:
         """Fit the CAVs on the current model and score the probe set (after ``setup`` and a validation pass)."""
@@ -341,6 +373,7 @@ class ConceptMonitor(*_CALLBACK_BASES):  # type: ignore[misc]
             num_random_cavs=self.num_random_cavs, seed=self.seed, family=family, modality=modality,
             batch_size=self.batch_size,
         )  # fmt: skip
+        self.last_vectors = vectors
         probe = self.probe.collate(modality)
         classes = self._classes(model, probe.inputs, probe.labels)
         keep = torch.ones_like(classes, dtype=torch.bool)
@@ -352,6 +385,70 @@ class ConceptMonitor(*_CALLBACK_BASES):  # type: ignore[misc]
         return ttcav_scores(
             model, inputs, classes[keep], vectors, family=family, modality=modality, batch_size=self.batch_size
         )
+
+    def heatmap_samples(self, vectors: ConceptVectors) -> list[ProbeSample]:
+        """The first ``num_heatmaps`` probe samples with their maps of ``D`` per concept and heatmap layer.
+
+        Each map is ``D`` (the attention-weighted, rescaled token directional derivatives) for the sample's own
+        class, averaged over the concept's CAVs, on the content tokens (text) or the patch grid (vision: prefix
+        tokens dropped, as the authors' heatmaps drop ``[CLS]``). Map names: ``<concept>/layer_<l>``.
+        """
+        assert self._model is not None and self._family is not None and self._modality is not None
+        modality, names = self._modality, list(vectors.concepts)
+        probe = self.probe.collate(modality)
+        count = min(self.num_heatmaps, self.probe.count)
+        inputs = {k: v[:count] for k, v in probe.inputs.items()}
+        labels = None if probe.labels is None else probe.labels[:count]
+        classes = self._classes(self._model, inputs, labels)
+        layers = [layer for layer in vectors.layers if self._heatmap_layers is None or layer in self._heatmap_layers]
+        if not layers:
+            return []
+        stacked = {layer: torch.cat([vectors.concepts[name][layer] for name in names]) for layer in layers}
+        sensitivity = token_sensitivities(
+            self._model, inputs, stacked, classes, family=self._family, modality=modality
+        )  # fmt: skip
+        maps: dict[str, Explanation] = {}
+        for layer in layers:
+            item = sensitivity[layer]
+            weighted = item.weighted.cpu()
+            _valid, special = modality.token_masks(inputs, weighted.shape[-1])
+            offset = 0
+            for name in names:
+                size = vectors.concepts[name][layer].shape[0]
+                relevance = weighted[:, offset : offset + size].mean(1)
+                offset += size
+                method = f"{name}/layer_{layer}"
+                maps[method] = Explanation(method, relevance, item.valid.cpu(), special.cpu(), classes, signed=True)
+        label_name = label_names(self._model)
+        return [
+            ProbeSample(
+                index=row,
+                label=None if labels is None else label_name.get(int(labels[row]), str(int(labels[row]))),
+                prediction=None,
+                probability=None,
+                explained=label_name.get(int(classes[row]), str(int(classes[row]))),
+                signed=dict.fromkeys(maps, True),
+                **modality.sample_view(inputs, row, maps),
+            )
+            for row in range(count)
+        ]
+
+    def _publish(self, samples: list[ProbeSample], epoch: int, step: int) -> None:
+        """Render every map once and hand them to the loggers' sinks (tags ``<prefix>ttcav/<map>/heatmap/...``)."""
+        keys = LogKeys(self.log_prefix + "ttcav/")
+        heatmaps = []
+        for sample in samples:
+            for method in sample.maps:
+                try:
+                    heatmaps.append(render_sample(sample, method, epoch))
+                except Exception as error:  # noqa: BLE001 - one failing heatmap never stops the others
+                    self.policy.handle(f"rendering the {method!r} heatmap", error)
+        report = EpochReport(epoch, step, {}, {}, samples, heatmaps, keys=keys)
+        for sink in self._sinks:
+            try:
+                sink.log_epoch(report)
+            except Exception as error:  # noqa: BLE001
+                self.policy.handle(f"sink {type(sink).__name__}", error)
 
     def _classes(self, model: nn.Module, inputs: ModelInputs, labels: Tensor | None) -> Tensor:
         """Each probe sample's class: its label, or (``target="predicted"``, or no labels) its prediction."""

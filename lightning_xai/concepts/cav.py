@@ -105,7 +105,7 @@ def fit_cavs(
     minimising scikit-learn's objective ``C · Σ_i logloss_i + ½‖w‖²`` (intercept unpenalised). Solved by Newton's
     method (iteratively reweighted least squares) with a backtracking line search per CAV, all CAVs batched: about
     ten steps reach the optimum to machine precision, where first-order methods and L-BFGS need hundreds on these
-    nearly separable, badly scaled token activations.
+    nearly separable, badly scaled token activations (measured on MiniLM's: 9 steps).
 
     Args:
         rows: ``[M, d]`` activations (every token of every example taking part in any CAV).
@@ -138,11 +138,27 @@ def fit_cavs(
     x = torch.cat([rows.detach(), torch.ones_like(rows[:, :1])], dim=1).to(torch.float64)  # bias column
     label = positive.to(torch.float64)
     member = (positive | negative).to(torch.float64)
-    size = member.sum(0)  # [K] rows per CAV
-    num_cavs, width = positive.shape[1], x.shape[1]
-    penalty = torch.ones(width, dtype=torch.float64, device=x.device)
+    penalty = torch.ones(x.shape[1], dtype=torch.float64, device=x.device)
     penalty[-1] = 0.0  # the intercept is not penalised
-    weights = torch.zeros(num_cavs, width, dtype=torch.float64, device=x.device)
+    start = torch.zeros(positive.shape[1], x.shape[1], dtype=torch.float64, device=x.device)
+    weights = _newton(x, label, member, penalty, c, start, max_iter, tolerance)
+    return torch.nn.functional.normalize(weights[:, :-1], dim=1).to(rows.dtype)
+
+
+def _newton(
+    x: Tensor,
+    label: Tensor,
+    member: Tensor,
+    penalty: Tensor,
+    c: float,
+    weights: Tensor,
+    max_iter: int,
+    tolerance: float,
+) -> Tensor:
+    """Damped Newton steps from ``weights`` ``[K, width]`` until every gradient entry / rows < ``tolerance``."""
+    size = member.sum(0)  # [K] rows per CAV
+    num_cavs = weights.shape[0]
+    x32 = x.float()
 
     def objective(w: Tensor) -> Tensor:  # [K]
         z = x @ w.T
@@ -156,10 +172,9 @@ def fit_cavs(
         gradient = c * ((member * (p - label)).T @ x) + penalty * weights  # [K, width]
         if float((gradient.abs().amax(1) / size).max()) < tolerance:
             break
-        curvature = (member * p * (1 - p)).T  # [K, M]
+        curvature = (member * p * (1 - p)).T.float()  # [K, M]
         # the Hessian in float32 (its condition is bounded by the penalty); the step solved in float64
-        x32 = x.float()
-        hessian = torch.stack([(x32.T * s.float()) @ x32 for s in curvature]).double() * c
+        hessian = _weighted_gram(x32, curvature).double() * c
         hessian = hessian + torch.diag_embed(penalty + 1e-10).expand_as(hessian)
         step = torch.linalg.solve(hessian, gradient)
         slope = (gradient * step).sum(1)  # > 0: the Newton direction descends
@@ -175,7 +190,18 @@ def fit_cavs(
             scale = torch.where(todo, scale / 2, scale)
         weights = weights - scale[:, None] * step
         value = objective(weights)
-    return torch.nn.functional.normalize(weights[:, :-1], dim=1).to(rows.dtype)
+    return weights
+
+
+def _weighted_gram(x: Tensor, weights: Tensor, budget: int = 1 << 26) -> Tensor:
+    """``[K, d, d]`` ``x^T diag(weights_k) x`` for every row of ``weights`` ``[K, M]``, batched.
+
+    One batched matmul per chunk of CAVs (several times faster on CPU than a loop of matmuls); a chunk holds at
+    most ``budget`` elements of the weighted copies of ``x`` (256 MiB in float32).
+    """
+    step = max(1, budget // max(1, x.numel()))
+    xt = x.T[None]
+    return torch.cat([torch.matmul(xt * weights[i : i + step, None, :], x) for i in range(0, weights.shape[0], step)])
 
 
 def _draw(count: int, size: int, seed: int, device: torch.device) -> Tensor:

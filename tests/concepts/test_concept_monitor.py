@@ -11,17 +11,20 @@ from helpers import (
     make_vision_module_class,
     text_loaders,
 )
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from lightning_xai import ConceptMonitor
 from lightning_xai.concepts import fit_concept_vectors, ttcav_scores
+from lightning_xai.keys import LogKeys
 
 GOOD = ["good movie", "the plot was good", "good fun", "a good plot", "very good"]
 OTHER = ["the movie was dull", "awful plot", "not fun", "a dull movie", "bad"]
 
 
 def _trainer(pl, tmp_path, callbacks, max_epochs=2):
+    logger = pl.loggers.TensorBoardLogger(str(tmp_path), name="run", version=0)
     return pl.Trainer(
-        max_epochs=max_epochs, logger=pl.loggers.CSVLogger(str(tmp_path)), callbacks=callbacks,
+        max_epochs=max_epochs, logger=logger, callbacks=callbacks,
         enable_progress_bar=False, enable_model_summary=False, enable_checkpointing=False, num_sanity_val_steps=1,
         log_every_n_steps=1, default_root_dir=str(tmp_path),
     )  # fmt: skip
@@ -45,7 +48,17 @@ def test_text_fit_logs_ttcav_keys_equal_to_a_direct_computation(tmp_path, tokeni
                 assert 0.0 <= logged[key] <= 1.0
     p_values = [value for key, value in logged.items() if key.endswith(("/p_value", "/p_value_random"))]
     assert p_values and all(0.0 <= p <= 1.0 for p in p_values)  # NaN (no spread among the CAVs) is not logged
-    assert logged["xai/ttcav/seconds"] > 0
+    assert logged["xai/ttcav/cost/seconds"] > 0
+    assert all(LogKeys().parse(key) is None for key in logged)  # never read as an explainer's metric
+
+    # heatmaps of D: the first 2 probe samples, each concept and layer, every epoch
+    events = EventAccumulator(str(tmp_path / "run" / "version_0"), size_guidance={"images": 0})
+    events.Reload()
+    tags = set(events.Tags()["images"])
+    expected_tags = {f"xai/ttcav/{c}/layer_{layer}/heatmap/sample_{i:02d}" for c in ("good", "other")
+                     for layer in (0, 1) for i in (0, 1)}  # fmt: skip
+    assert tags == expected_tags
+    assert len(events.Images("xai/ttcav/good/layer_1/heatmap/sample_00")) == 2
 
     # the last epoch recomputed directly: the first 12 validation samples, final weights, the same CAV seeds
     rows = [val.dataset[i] for i in range(12)]
@@ -74,6 +87,8 @@ def test_vision_fit_with_negatives_logs_the_keys(tmp_path):
     assert "xai/ttcav/bright/1/layer_1" in monitor.history[0]
     assert not any("/0/" in key for key in monitor.history[0])  # classes=[1]
     assert {s.layer for s in monitor.last_scores} == {1}
+    samples = monitor.heatmap_samples(monitor.last_vectors)  # D on the 4 x 4 patch grid ([CLS] dropped)
+    assert len(samples) == 2 and samples[0].maps["bright/layer_1"].shape == (4, 4) and samples[0].image is not None
 
 
 @pytest.mark.parametrize(
