@@ -24,11 +24,15 @@ from lightning_xai.recipes.data import (
     stratified_split,
 )
 from lightning_xai.recipes.image_classifier import ImageClassifier
+from lightning_xai.recipes.retrieval import CausalLMFineTuner, RetrievalDataModule, generate_retrieval_examples
 from lightning_xai.recipes.shortcut import ShortcutDataModule, generate_shortcut_examples
 from lightning_xai.recipes.text_classifier import TextClassifier
 
 __all__ = [
     "SENTIMENT_LABELS",
+    "CausalLMFineTuner",
+    "RetrievalDataModule",
+    "generate_retrieval_examples",
     "DigitsDataModule",
     "FacesDataModule",
     "HFImageDataModule",

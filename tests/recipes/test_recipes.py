@@ -59,6 +59,8 @@ def _stand_ins(name: str, tmp_path: Path, tiny_bert_dir, tiny_vit_dir, text_csvs
             "--data.init_args.batch_size=4",
             "--data.init_args.num_workers=0",
         ]
+    if name == "tiny_lm_retrieval":  # already tiny and offline (a Llama from a config, generated data)
+        return ["--data.init_args.train_size=32", "--data.init_args.val_size=8", "--data.init_args.batch_size=8"]
     raise AssertionError(f"no stand-in for the new recipe {name}: add one here")
 
 
@@ -76,7 +78,7 @@ def test_recipes_share_the_base_settings():
         assert logger["init_args"] == {"save_dir": "runs", "name": name}, name
         (monitor,) = [c for c in trainer["callbacks"] if c["class_path"] == "lightning_xai.ExplanationMonitor"]
         others = {c["class_path"] for c in trainer["callbacks"]} - {"lightning_xai.ExplanationMonitor"}
-        assert others <= {"lightning.pytorch.callbacks.ModelCheckpoint"}, name
+        assert others <= {"lightning.pytorch.callbacks.ModelCheckpoint", "lightning_xai.ConceptMonitor"}, name
         # the methods, as class paths or registered names: Grad-SAM first, a Random baseline among them
         explainers = [e if isinstance(e, str) else e["class_path"].rsplit(".", 1)[1] for e in
                       monitor["init_args"]["explainers"]]
