@@ -21,7 +21,7 @@ from lightning_xai.adapters import as_adapted, default_batch_adapter, default_mo
 from lightning_xai.callbacks.explanation_monitor import ExplanationMonitor
 from lightning_xai.cli.summary import print_explanation_tables, tensorboard_command
 from lightning_xai.explainers import Explainer, Random, get_explainer
-from lightning_xai.families import resolve_family
+from lightning_xai.families import ModelFamily, explainable_model, resolve_family
 from lightning_xai.keys import LogKeys
 from lightning_xai.metrics import get_metric, list_metrics
 from lightning_xai.probe import ProbeSet, forward_parameters
@@ -149,7 +149,8 @@ def explain_checkpoint(
     device = _device(accelerator or config["trainer"].get("accelerator"))
     module.to(device)
 
-    model = (getattr(recipe_monitor, "model_getter", None) or default_model_getter)(module)
+    # a causal LM is explained through its CompletionScorer, as the callback does
+    model = explainable_model((getattr(recipe_monitor, "model_getter", None) or default_model_getter)(module))
     family = resolve_family(model)
     tokenizer = getattr(recipe_monitor, "tokenizer", None) or getattr(datamodule, "tokenizer", None)
     tokenizer = tokenizer if tokenizer is not None else getattr(module, "tokenizer", None)
@@ -157,7 +158,8 @@ def explain_checkpoint(
     policy = ErrorPolicy("warn", owner="lightning-xai explain")
     chosen, scorers = runnable(family, modality, chosen, scorers, policy)
 
-    probe = _probe(datamodule, split, limit, getattr(recipe_monitor, "batch_adapter", None), forward_parameters(model))
+    probe = _probe(datamodule, split, limit, getattr(recipe_monitor, "batch_adapter", None), forward_parameters(model),
+                   family)
     keys = LogKeys(getattr(recipe_monitor, "log_prefix", "xai/"))
     random = next((e.name for e in chosen if isinstance(e, Random)), None)
     scoreboard = Scoreboard([e.name for e in chosen], scorers, keys, policy, random)
@@ -215,8 +217,14 @@ def _methods(
     return validate_methods(chosen, scorers)
 
 
-def _probe(datamodule: Any, split: str, limit: int | None, adapter: Any, input_keys: set[str] | None) -> ProbeSet:
-    """The first ``limit`` samples of the split (all of it by default) as a probe set."""
+def _probe(
+    datamodule: Any, split: str, limit: int | None, adapter: Any, input_keys: set[str] | None,
+    family: ModelFamily | None = None,
+) -> ProbeSet:
+    """The first ``limit`` samples of the split (all of it by default) as a probe set.
+
+    Each batch is adapted as ``family`` takes it (a causal LM's labels become an input), as the callback does.
+    """
     datamodule.prepare_data()
     datamodule.setup("validate" if split == "val" else "test")
     loader = datamodule.val_dataloader() if split == "val" else datamodule.test_dataloader()
@@ -225,7 +233,8 @@ def _probe(datamodule: Any, split: str, limit: int | None, adapter: Any, input_k
         raise ValueError(f"the {split} split of this recipe is empty")
     probe = ProbeSet(total if limit is None else min(limit, total), input_keys)
     for batch in loader:
-        probe.add(as_adapted(adapter(batch)) if adapter else default_batch_adapter(batch))
+        adapted = as_adapted(adapter(batch)) if adapter else default_batch_adapter(batch)
+        probe.add(adapted if family is None else family.adapt_batch(adapted))
         if probe.full:
             break
     probe.close()

@@ -1,7 +1,12 @@
 """The key-value retrieval recipe's data and model: deterministic SFT batches with known rationales."""
 
+import json
+from pathlib import Path
+
+import pytest
 import torch
 
+from lightning_xai import cli
 from lightning_xai.families.causal_lm import completion_rows
 from lightning_xai.metrics import Plausibility, ScoringContext
 from lightning_xai.recipes import CausalLMFineTuner, RetrievalDataModule, generate_retrieval_examples
@@ -60,3 +65,39 @@ def test_the_fine_tuner_learns_from_sft_batches_and_logs_completion_accuracy():
     state = torch.random.get_rng_state()
     CausalLMFineTuner(hidden_size=16, num_layers=1, num_heads=2, intermediate_size=16)
     assert torch.equal(state, torch.random.get_rng_state())  # built from a private stream
+
+
+def test_explain_reproduces_the_callback_on_the_causal_lm(tmp_path, monkeypatch, capsys):
+    """`lightning-xai explain` on a checkpoint of the retrieval recipe logs the callback's values."""
+    recipe = str(Path(__file__).resolve().parents[2] / "recipes" / "tiny_lm_retrieval.yaml")
+    tiny = [
+        "--data.init_args.train_size=32",
+        "--data.init_args.val_size=16",
+        "--data.init_args.batch_size=8",
+        "--model.init_args.hidden_size=16",
+        "--model.init_args.intermediate_size=16",
+    ]
+    monkeypatch.chdir(tmp_path)
+    cli.main(
+        [
+            "fit",
+            "--config",
+            recipe,
+            *tiny,
+            "--trainer.max_epochs=1",
+            "--trainer.enable_checkpointing=true",
+            "--trainer.enable_progress_bar=false",
+            f"--trainer.default_root_dir={tmp_path}",
+            f"--trainer.logger.init_args.save_dir={tmp_path / 'runs'}",
+        ]
+    )
+    run = tmp_path / "runs" / "tiny_lm_retrieval" / "version_0"
+    (ckpt,) = (run / "checkpoints").glob("*.ckpt")
+    trained = json.loads((run / "xai" / "explanations.jsonl").read_text().splitlines()[-1])["scalars"]
+    assert {"xai/attn_lrp/auprc_plausibility", "xai/grad_sam/deletion_auc"} <= set(trained)
+    capsys.readouterr()
+    cli.main(["explain", "--ckpt", str(ckpt), "--config", recipe, "--out", str(tmp_path / "offline"), *tiny])
+    offline = json.loads((tmp_path / "offline" / "xai" / "explanations.jsonl").read_text().splitlines()[-1])["scalars"]
+    assert offline.keys() == trained.keys()
+    for key, value in trained.items():
+        assert offline[key] == pytest.approx(value, rel=1e-5, abs=1e-6), key
