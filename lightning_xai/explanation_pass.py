@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import torch
@@ -234,3 +235,102 @@ def explain(
                 explainer.name, relevance, valid, special, forward.target.detach(), explainer.signed, detached_logits
             )
     return results
+
+
+@dataclass(frozen=True)
+class CompletionTokenMaps:
+    """Per-completion-token maps of a causal LM (the inseq-style view: one row per completion token).
+
+    Attributes:
+        method: registry name of the explainer.
+        relevance: ``[B, C, N]`` float32: row ``c`` of sample ``b`` explains the log-probability of its ``c``-th
+            completion token alone (zero rows past a sample's completion).
+        positions: ``[B, C]`` long, the position of each explained token in the sequence (-1 past the completion).
+        content_mask: ``[B, N]`` the prompt tokens the maps rank (as in the completion-level maps).
+        signed: whether negative relevance is meaningful.
+    """
+
+    method: str
+    relevance: Tensor
+    positions: Tensor
+    content_mask: Tensor
+    signed: bool = False
+
+
+def explain_completion_tokens(
+    model: nn.Module,
+    inputs: ModelInputs,
+    explainers: Sequence[Explainer | str] | Explainer | str,
+    *,
+    modality: Modality | str | None = None,
+    tokenizer: Any | None = None,
+    family: ModelFamily | None = None,
+) -> dict[str, CompletionTokenMaps]:
+    """Explain each completion token of a causal LM's SFT batch on its own (one map per completion token).
+
+    Every completion token ``c`` of sample ``b`` becomes a row of one expanded batch whose labels keep that token
+    only; :func:`explain` then explains the row's completion, which is that token's teacher-forced
+    log-probability (attention-row methods read the row predicting it). For methods linear in the target
+    (gradient x input, integrated gradients) the sum of a sample's token maps is its completion map.
+
+    Args:
+        model: a causal LM (``*ForCausalLM``) or its :class:`~lightning_xai.families.CompletionScorer`.
+        inputs: the SFT batch's inputs, ``labels`` included (-100 on the prompt and padding).
+        explainers: methods to run.
+        modality: token bookkeeping (default: built by the family from ``tokenizer``).
+        tokenizer: the model's tokenizer, when ``modality`` is left to the family.
+        family: the scorer's family (resolved when omitted).
+
+    Returns:
+        Method name -> :class:`CompletionTokenMaps`.
+
+    Example:
+        >>> import torch
+        >>> from transformers import LlamaConfig, LlamaForCausalLM
+        >>> from lightning_xai.families.causal_lm import CompletionTextModality
+        >>> lm = LlamaForCausalLM(LlamaConfig(hidden_size=16, intermediate_size=24, num_hidden_layers=1,
+        ...     num_attention_heads=2, num_key_value_heads=1, vocab_size=20, pad_token_id=0)).eval()
+        >>> ids = torch.tensor([[2, 5, 6, 7, 8, 9]])
+        >>> batch = {"input_ids": ids, "labels": torch.tensor([[-100, -100, -100, -100, 8, 9]])}
+        >>> text = CompletionTextModality(special_ids=[0, 2], pad_id=0, replacement_id=None, removal="attention")
+        >>> maps = explain_completion_tokens(lm, batch, ["raw_attention"], modality=text)["raw_attention"]
+        >>> maps.relevance.shape, maps.positions.tolist()
+        (torch.Size([1, 2, 6]), [[4, 5]])
+    """
+    from lightning_xai.families.causal_lm import IGNORE_INDEX, LABELS_KEY, CausalLMFamily
+
+    if family is None:
+        model = explainable_model(model)
+        family = resolve_family(model)
+    if not isinstance(family, CausalLMFamily):
+        raise LightningXAIError(
+            f"explain_completion_tokens explains the completion tokens of a causal LM; a {type(model).__name__} "
+            f"(model family {family.name!r}) has none: use explain()."
+        )
+    labels = inputs.get(LABELS_KEY)
+    if labels is None:
+        raise LightningXAIError("explain_completion_tokens needs the batch's labels (-100 on the prompt).")
+    predicted = labels != IGNORE_INDEX
+    predicted[:, 0] = False  # a label at position 0 is predicted by no row (as in HF's loss)
+    sample, position = predicted.nonzero(as_tuple=True)  # one expanded row per completion token
+    counts = predicted.sum(dim=1)
+    width = max(1, int(counts.max())) if counts.numel() else 1
+    expanded = {key: value[sample] for key, value in inputs.items()}
+    single = torch.full_like(expanded[LABELS_KEY], IGNORE_INDEX)
+    rows = torch.arange(len(sample), device=single.device)
+    single[rows, position] = labels[sample, position]
+    expanded[LABELS_KEY] = single
+    maps = explain(model, expanded, explainers, modality=modality, tokenizer=tokenizer, family=family)
+    batch, num_tokens = labels.shape
+    slot = (predicted.long().cumsum(dim=1) - 1)[sample, position]  # the token's rank within its completion
+    positions = torch.full((batch, width), -1, dtype=torch.long, device=labels.device)
+    positions[sample, slot] = position
+    content = resolve_modality(modality, family, tokenizer).token_masks(inputs, num_tokens)
+    content_mask = content[0] & ~content[1]
+    out = {}
+    for name, explanation in maps.items():
+        relevance = explanation.relevance.new_zeros(batch, width, explanation.relevance.shape[1])
+        relevance[sample.to(relevance.device), slot.to(relevance.device)] = explanation.relevance
+        out[name] = CompletionTokenMaps(name, relevance, positions, content_mask.to(relevance.device),
+                                        explanation.signed)
+    return out

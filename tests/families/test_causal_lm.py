@@ -30,6 +30,7 @@ from lightning_xai.explainers import (
     RawAttention,
     Rollout,
 )
+from lightning_xai.explanation_pass import explain_completion_tokens
 from lightning_xai.families import CausalLMFamily, CompletionScorer, resolve_family
 from lightning_xai.families.causal_lm import CompletionTextModality, completion_scores
 from lightning_xai.metrics import AOPCComprehensiveness, DeletionAUC, Plausibility
@@ -407,3 +408,30 @@ def test_a_sample_without_completion_tokens_is_skipped_with_a_warning(tmp_path):
             assert logged[f"xai/{method}/skipped_samples"] == 1.0
             assert math.isfinite(logged[f"xai/{method}/deletion_auc"])
             assert math.isfinite(logged[f"xai/{method}/auprc_plausibility"])
+
+
+def test_per_completion_token_maps_add_up_to_the_completion_map():
+    """The inseq-style view: one map per completion token. Gradient x input is linear in the target, so a sample's
+    token maps sum to its completion map; raw attention reads the one row predicting each token, and the mean of
+    those rows is the completion map."""
+    lm = tiny_lm()
+    batch = sft_batch()
+    tokens = explain_completion_tokens(lm, batch, [GradientXInput(), RawAttention()], modality=modality())
+    whole = explain(lm, batch, [GradientXInput(), RawAttention()], modality=modality())
+    completion = batch["labels"] != -100
+    assert tokens["raw_attention"].positions.tolist() == [[4, 5, -1], [6, -1, -1], [3, 4, 5]]
+    for row in range(3):
+        count = int(completion[row].sum())
+        gxi = tokens["gradient_x_input"].relevance[row]
+        torch.testing.assert_close(
+            gxi[:count].sum(dim=0), whole["gradient_x_input"].relevance[row], rtol=1e-4, atol=1e-6
+        )
+        assert torch.all(gxi[count:] == 0)
+        raw = tokens["raw_attention"].relevance[row, :count]
+        torch.testing.assert_close(raw.mean(dim=0), whole["raw_attention"].relevance[row])
+        attentions, _, _ = reference_pass(lm, unpadded_row(batch, row))
+        last = attentions[-1][0].detach().double().mean(dim=0)
+        n = last.shape[0]
+        for c, position in enumerate(tokens["raw_attention"].positions[row, :count].tolist()):
+            torch.testing.assert_close(raw[c, :n], last[position - 1].float())  # the row predicting the token
+    assert torch.equal(tokens["raw_attention"].content_mask, whole["raw_attention"].content_mask)
