@@ -141,7 +141,8 @@ def fit_cavs(
     penalty = torch.ones(x.shape[1], dtype=torch.float64, device=x.device)
     penalty[-1] = 0.0  # the intercept is not penalised
     start = torch.zeros(positive.shape[1], x.shape[1], dtype=torch.float64, device=x.device)
-    weights = _newton(x, label, member, penalty, c, start, max_iter, tolerance)
+    with torch.autocast(x.device.type, enabled=False):  # full precision also under a mixed-precision trainer
+        weights = _newton(x, label, member, penalty, c, start, max_iter, tolerance)
     return torch.nn.functional.normalize(weights[:, :-1], dim=1).to(rows.dtype)
 
 

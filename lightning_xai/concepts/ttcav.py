@@ -309,7 +309,9 @@ def token_sensitivities(
         for key, layer, h, g in zip(cavs, layers, hidden, grads, strict=True):
             g = torch.zeros_like(h) if g is None else g
             v = cavs[key].to(device=g.device, dtype=torch.float32)
-            derivatives = torch.einsum("bnd,kd->bkn", g.detach().float(), v).masked_fill(~valid[:, None, :], 0.0)
+            with torch.autocast(g.device.type, enabled=False):  # S in float32 also under mixed precision
+                derivatives = torch.einsum("bnd,kd->bkn", g.detach().float(), v)
+            derivatives = derivatives.masked_fill(~valid[:, None, :], 0.0)
             attention = _prediction_row(record.attentions[layer].detach().float().mean(1), rows, batch_index)
             out[layer] = TokenSensitivity(derivatives, attention.masked_fill(~valid, 0.0), valid, target.detach())
     return out

@@ -99,3 +99,10 @@ def test_errors():
         concept_cavs(concept, small, num_cavs=1)
     with pytest.raises(ValueError, match="at least 2 examples"):
         random_cavs(TokenActivations(torch.randn(1, 16), torch.zeros(1, dtype=torch.long), 1), 1, 1)
+
+
+def test_fit_ignores_mixed_precision_autocast():
+    direction, concept, pool = _planted(seed=2, count=20)
+    expected = concept_cavs(concept, pool, num_cavs=2)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        torch.testing.assert_close(concept_cavs(concept, pool, num_cavs=2), expected)
