@@ -5,7 +5,16 @@ import math
 
 import pytest
 import torch
-from helpers import assert_same_snapshot, left_padded, make_image_inputs, make_model, make_text_inputs, model_snapshot
+from helpers import (
+    REGISTERED_FAMILIES,
+    VISION_FAMILIES,
+    assert_same_snapshot,
+    left_padded,
+    make_image_inputs,
+    make_model,
+    make_text_inputs,
+    model_snapshot,
+)
 
 from lightning_xai.concepts import (
     ConceptVectors,
@@ -18,7 +27,7 @@ from lightning_xai.concepts import (
     ttcav_scores,
 )
 from lightning_xai.concepts.stats import one_sample_t_test, two_sample_t_test
-from lightning_xai.errors import LightningXAIError, UnsupportedMethodError
+from lightning_xai.errors import BatchFormatError, LightningXAIError, UnsupportedMethodError
 
 
 def _layers(model):
@@ -232,3 +241,25 @@ def test_refused_where_the_family_has_no_block_outputs_on_one_axis():
     model = make_model("swin")
     with pytest.raises(UnsupportedMethodError, match="ttcav"):
         token_sensitivities(model, make_image_inputs(batch=1), {0: _cavs(16)}, torch.tensor([0]))
+
+
+#: Families TTCAV must serve (encoders read at [CLS], decoders at their last real token).
+SERVED = ("bert", "roberta", "distilbert", "electra", "deberta_v2", "vit", "deit", "llama", "gpt2")
+
+
+@pytest.mark.parametrize("family", REGISTERED_FAMILIES)
+def test_every_family_is_served_or_refused_with_the_reason(family):
+    model = make_model(family)
+    inputs = make_image_inputs(batch=2) if family in VISION_FAMILIES else make_text_inputs(batch=2)
+    cavs = _cavs(16)
+    try:
+        out = token_sensitivities(model, inputs, {-1: cavs}, torch.tensor([0, 1]))
+    except UnsupportedMethodError as error:  # no prediction row (mean-pooled heads), no single token axis (Swin)
+        assert family not in SERVED and "'ttcav' cannot explain" in str(error)
+        return
+    except BatchFormatError:  # a family that needs more than these inputs (a causal LM's completion labels)
+        assert family not in SERVED
+        return
+    (item,) = out.values()
+    assert torch.isfinite(item.weighted).all() and item.derivatives.abs().sum() > 0
+    torch.testing.assert_close(item.attention.sum(-1), torch.ones(2))  # one softmax row over the real tokens
