@@ -286,6 +286,7 @@ class ConceptMonitor(*_CALLBACK_BASES):  # type: ignore[misc]
 
     def _encoder(self, model: nn.Module, tokenizer: Any, keys: set[str] | None) -> Callable[[str, Any], ModelInputs]:
         config = getattr(model, "config", None)
+        config = getattr(config, "vision_config", None) or config  # CLIP-style models keep the image size there
 
         def encode(name: str, examples: Any) -> ModelInputs:
             if isinstance(examples, Tensor):

@@ -418,8 +418,8 @@ def fit_concept_vectors(
             size = max(acts[name][layer].count for name in concepts)
             random[layer] = random_cavs(pool, num_random_cavs, size, seed=seed + 1_000_003, **options)
         else:
-            width = acts[next(iter(concepts))][layer].values.shape[1]
-            random[layer] = torch.zeros(0, width)
+            values = acts[next(iter(concepts))][layer].values
+            random[layer] = values.new_zeros(0, values.shape[1])  # on the CAVs' device
     return ConceptVectors(fitted, random)
 
 

@@ -218,6 +218,8 @@ def test_fit_concept_vectors_and_scores_on_tiny_bert():
     assert keys == [(c, k, layer) for c in ("good", "other") for k in (0, 1) for layer in (0, 1)]
     assert all(s.scores.shape == (3,) and s.random_scores.shape == (2,) for s in scores)
     assert [s.num_samples for s in scores[:4]] == [2, 2, 3, 3]
+    without_random = ttcav_scores(model, probe, torch.tensor([0, 1, 0, 1, 1]), with_negatives)
+    assert all(s.random_scores.numel() == 0 and math.isnan(s.p_value_random) for s in without_random)
     with pytest.raises(ValueError, match="at least two concepts"):
         fit_concept_vectors(model, {"good": concept})
     with pytest.raises(LightningXAIError, match="does not exist"):
