@@ -42,8 +42,9 @@ from lightning_xai.viz.render import render_sample
 
 __all__ = ["ConceptMonitor", "ConceptSet"]
 
-#: A concept set: sentences (text models) or images ``[n, C, H, W]`` in the model's input space (vision models).
-ConceptSet = Sequence[str] | Tensor
+#: A concept set: sentences or word lists (text models), or images ``[n, C, H, W]`` in the model's input space
+#: (vision models).
+ConceptSet = Sequence[str] | Sequence[Sequence[str]] | Tensor
 
 _NAME = re.compile(r"^[A-Za-z0-9_.\-]+$")
 
@@ -64,9 +65,15 @@ def _check_set(name: str, examples: object) -> str:
             )
         count, kind = int(examples.shape[0]), "vision"
     elif isinstance(examples, Sequence) and not isinstance(examples, str):
-        if not all(isinstance(e, str) for e in examples):
-            raise ValueError(f"concept set {name!r}: a text set must be a list of sentences (str)")
-        if any(not e.strip() for e in examples):
+        words = all(isinstance(e, Sequence) and not isinstance(e, str) for e in examples) and len(examples) > 0
+        if words:  # word lists: every item a list of str
+            if not all(isinstance(w, str) for e in examples for w in e):
+                raise ValueError(f"concept set {name!r}: a word list must hold words (str)")
+            if any(not any(w.strip() for w in e) for e in examples):
+                raise ValueError(f"concept set {name!r}: holds an empty word list")
+        elif not all(isinstance(e, str) for e in examples):
+            raise ValueError(f"concept set {name!r}: a text set must be a list of sentences (str) or of word lists")
+        elif any(not e.strip() for e in examples):
             raise ValueError(f"concept set {name!r}: holds an empty sentence")
         count, kind = len(examples), "text"
     else:
@@ -103,9 +110,9 @@ class ConceptMonitor(*_CALLBACK_BASES):  # type: ignore[misc]
     hooks restored, gradients by ``torch.autograd.grad`` (no parameter ``.grad``), the global RNG restored.
 
     Args:
-        concepts: concept name -> its examples: sentences for text models, images ``[n, C, H, W]`` (already
-            preprocessed like the model's inputs) for vision models; at least 2 examples each. Names may hold
-            letters, digits, ``_``, ``-`` and ``.``.
+        concepts: concept name -> its examples: sentences or word lists (tokenized as pre-split words) for text
+            models, images ``[n, C, H, W]`` (already preprocessed like the model's inputs) for vision models; at
+            least 2 examples each. Names may hold letters, digits, ``_``, ``-`` and ``.``.
         negatives: a random/negative set of the same kind; None: relative CAVs against the other concepts (then at
             least two concepts are needed).
         layers: block indices to score (0-based, negative from the end); None: every block.
@@ -301,9 +308,11 @@ class ConceptMonitor(*_CALLBACK_BASES):  # type: ignore[misc]
                         "them like the model's inputs"
                     )
                 return {"pixel_values": examples.detach().float().cpu()}
+            words = not isinstance(examples[0], str)  # word lists: the tokenizer's pre-split words
             encoded = tokenizer(
-                list(examples), padding=True, truncation=True, max_length=self.max_length, return_tensors="pt"
-            )
+                [list(e) for e in examples] if words else list(examples), is_split_into_words=words, padding=True,
+                truncation=True, max_length=self.max_length, return_tensors="pt",
+            )  # fmt: skip
             return {k: v for k, v in encoded.items() if isinstance(v, Tensor) and (keys is None or k in keys)}
 
         return encode

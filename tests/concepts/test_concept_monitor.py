@@ -104,6 +104,8 @@ def test_vision_fit_with_negatives_logs_the_keys(tmp_path):
         ({"a/b": ["x y", "z w"], "c": ["a", "b"]}, None, "it is a log key"),
         ({"a": "good movie", "b": ["x y", "z"]}, None, "list of sentences"),
         ({"a": ["x y", ""], "b": ["x y", "z"]}, None, "empty sentence"),
+        ({"a": [["x", "y"], [" "]], "b": ["x y", "z"]}, None, "empty word list"),
+        ({"a": [["x", 1], ["y"]], "b": ["x y", "z"]}, None, "must hold words"),
     ],
 )
 def test_bad_concept_sets_fail_at_construction(concepts, negatives, message):
@@ -125,3 +127,16 @@ def test_wrong_modality_and_image_size_fail_at_setup(tokenizer):
     with pytest.raises(ValueError, match=r"'a': images of shape \(3, 8, 8\) do not fit ViTForImageClassification"):
         ConceptMonitor(wrong).setup(trainer, vision, "fit")
     ConceptMonitor(images).setup(trainer, vision, "fit")  # the right size passes
+
+
+def test_word_lists_encode_like_their_sentences(tokenizer):
+    pl = lightning_package("lightning.pytorch")
+    text = make_text_module_class(pl)(tokenizer)
+    trainer = pl.Trainer(logger=False, enable_progress_bar=False)
+    words = ConceptMonitor({"good": [s.split() for s in GOOD], "other": [s.split() for s in OTHER]})
+    sentences = ConceptMonitor({"good": GOOD, "other": OTHER})
+    for monitor in (words, sentences):
+        monitor.setup(trainer, text, "fit")
+    for name in ("good", "other"):
+        for key, value in sentences._concept_inputs[name].items():
+            assert torch.equal(words._concept_inputs[name][key], value), key
