@@ -294,7 +294,7 @@ def token_sensitivities(
             logits = logits_of(model(**batch))
         layers = _layer_indices(list(cavs), len(record.hidden_states), len(record.attentions), model)
         valid, _special = modality.token_masks(batch, family.token_count(batch, record))
-        target = target.to(device=logits.device, dtype=torch.long).reshape(-1)
+        target = target.to(device=logits.device, dtype=torch.long).reshape(-1).clone()  # not an inference tensor
         if logits.dim() != 2 or target.shape[0] != logits.shape[0]:
             raise LightningXAIError(
                 f"expected class logits [batch, classes] and one target per sample; got logits "

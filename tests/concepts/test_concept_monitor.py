@@ -140,3 +140,22 @@ def test_word_lists_encode_like_their_sentences(tokenizer):
     for name in ("good", "other"):
         for key, value in sentences._concept_inputs[name].items():
             assert torch.equal(words._concept_inputs[name][key], value), key
+
+
+def test_validate_under_inference_mode_scores_and_leaves_the_model_alone(tmp_path, tokenizer):
+    pl = lightning_package("lightning.pytorch")
+    module = make_text_module_class(pl)(tokenizer)
+    _, val = text_loaders(batch_size=8, n_val=16)
+    monitor = ConceptMonitor({"good": GOOD, "other": OTHER}, num_samples=8, num_cavs=2, num_random_cavs=2,
+                             layers=[-1], num_heatmaps=0)  # fmt: skip
+    states = []
+    for callbacks in ([], [monitor]):  # the global RNG after validate() is the same with and without the monitor
+        trainer = pl.Trainer(logger=False, callbacks=callbacks, enable_progress_bar=False, inference_mode=True)
+        before = {k: v.clone() for k, v in module.state_dict().items()}
+        torch.manual_seed(0)
+        trainer.validate(module, val)
+        states.append(torch.random.get_rng_state())
+    assert {"xai/ttcav/good/0/layer_1", "xai/ttcav/good/1/layer_1"} <= set(monitor.history[0])
+    assert all(torch.equal(before[k], v) for k, v in module.state_dict().items())
+    assert all(p.grad is None for p in module.parameters())
+    assert torch.equal(states[0], states[1])
