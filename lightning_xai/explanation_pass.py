@@ -147,6 +147,11 @@ def explain(
     ``.grad`` is touched. Works inside ``torch.inference_mode()``. A method the model's family cannot serve (say
     LeGrad on a model without a head read-out) is refused before any forward, never answered with a silent map.
 
+    The shared forward records every layer's attention maps (the model's eager attention), unless no method needs
+    them and one asks for a pass on the model's sdpa attention (``"attention_outputs"``, e.g.
+    ``GradSAM(attention="sdpa")`` for long inputs): that pass keeps each attention call's q, k, v and output
+    instead, and the other methods of the call (gradient x input, ...) read it too.
+
     Args:
         model: a model of a registered family (see :func:`lightning_xai.families.resolve_family`).
         inputs: keyword inputs of the model's forward, batched (no labels).
@@ -181,17 +186,23 @@ def explain(
     # grad so that attention stays differentiable with frozen parameters
     has_input_embeddings = "input_embeddings" not in family.missing_capabilities()
     gradient_source = family.word_embeddings() if has_input_embeddings else family.embeddings_output()
+    # the maps are recorded (eager) unless no method needs them and one asks for a pass on sdpa (long inputs)
+    requirements = [explainer.requirements() for explainer in explainers]
+    streamed = any("attention_outputs" in needs for needs in requirements) and not any(
+        needs & {"attentions", "attention_gradients"} for needs in requirements
+    )
     results: dict[str, Explanation] = {}
     with gradients_enabled(), eager_forward(model):
         cloned = {key: value.clone() for key, value in inputs.items()}  # inference tensors -> autograd tensors
-        with capture.record() as record, recorded_input_embeddings(model, gradient_source) as embeddings:
+        recording = capture.stream() if streamed else capture.record()
+        with recording as record, recorded_input_embeddings(model, gradient_source) as embeddings:
             logits = logits_of(model(**cloned))
         if logits.dim() != 2:
             raise LightningXAIError(
                 f"{type(model).__name__} returned outputs of shape {tuple(logits.shape)} where class logits "
                 "[batch, classes] were expected: explain a model with a classification head (model_getter=)."
             )
-        if not record.attentions:
+        if not record.attentions and not record.calls:
             raise LightningXAIError(
                 f"No attention was recorded during the forward of {type(model).__name__}: its attention layers do not "
                 f"call the transformers AttentionInterface, which its family ({family.name}) relies on."
@@ -213,6 +224,7 @@ def explain(
             family=family,
             query_index=family.prediction_rows(cloned, valid),
             window_layouts=list(record.window_layouts) or None,
+            attention_calls=list(record.calls) or None,
         )
         detached_logits = logits.detach().float()
         for explainer in explainers:

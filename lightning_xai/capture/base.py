@@ -8,12 +8,14 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
+
+from lightning_xai.errors import LightningXAIError
 
 
 @dataclass
@@ -31,6 +33,39 @@ class AttentionRecord:
     hidden_states: list[Tensor] = field(default_factory=list)
     #: Where the model attends within windows (Swin): one :class:`WindowLayout` per attention call, else empty.
     window_layouts: list[WindowLayout] = field(default_factory=list)
+    #: Each attention call's inputs and output, when the pass ran on the model's sdpa attention
+    #: (:meth:`AttentionCapture.stream`); then :attr:`attentions` is empty.
+    calls: list[AttentionCall] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class AttentionCall:
+    """One attention call of a pass on the model's sdpa attention: what the attention function received and returned.
+
+    The probabilities are never formed; they are ``softmax(query key^T * scaling + mask)`` (with ``causal`` the
+    upper-left causal mask), rebuilt from these tensors in blocks of query rows where a method needs them.
+
+    Attributes:
+        query: ``[B, H, T, d]`` queries as the attention function receives them (after the model's own transforms,
+            rotary embeddings included), live graph tensors.
+        key: ``[B, H_kv, S, d]`` keys; ``H_kv`` divides ``H`` (grouped-query attention: query head ``h`` reads
+            key/value head ``h // (H / H_kv)``, as HF's ``repeat_kv``).
+        value: ``[B, H_kv, S, d_v]`` values.
+        mask: the mask the model passed: bool (True = attend) or additive float, broadcastable to
+            ``[B, H, T, S]``; None when there is none.
+        causal: whether sdpa applied its own causal mask (``is_causal``; then ``mask`` is None).
+        scaling: the factor of ``query key^T``.
+        output: ``[B, T, H, d_v]`` the attention output ``O = A V`` (live), whose gradient gives
+            ``d y / d A = d y / d O V^T``.
+    """
+
+    query: Tensor
+    key: Tensor
+    value: Tensor
+    mask: Tensor | None
+    causal: bool
+    scaling: float
+    output: Tensor
 
 
 @dataclass(frozen=True)
@@ -103,6 +138,22 @@ class AttentionCapture(ABC):
     @contextmanager
     def record(self) -> Iterator[AttentionRecord]:
         """Put the model in eval mode with a recording attention path; restore everything on exit."""
+
+    @classmethod
+    def streaming_refusal(cls, model: nn.Module) -> str | None:
+        """Why :meth:`stream` cannot run ``model`` (None when it can). Default: this capture cannot stream."""
+        return (
+            f"its attention is recorded by {cls.family} capture, which cannot run it on the model's sdpa attention "
+            "and keep each call's q, k, v and output"
+        )
+
+    def stream(self) -> AbstractContextManager[AttentionRecord]:
+        """Like :meth:`record`, on the model's sdpa attention: keep each call's q, k, v and output, never the maps.
+
+        Only captures whose :meth:`streaming_refusal` is None implement it.
+        """
+        why = self.streaming_refusal(self.model)
+        raise LightningXAIError(f"The {self.family} capture cannot stream attention: {why}")
 
 
 def first_tensor(output: Any) -> Tensor | None:

@@ -12,6 +12,7 @@ unknown implementations.
 
 from __future__ import annotations
 
+import inspect
 import logging
 import sys
 from collections.abc import Callable, Iterator
@@ -22,13 +23,18 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 from transformers import AttentionInterface, PreTrainedModel
-from transformers.masking_utils import AttentionMaskInterface, eager_mask
+from transformers.integrations.sdpa_attention import sdpa_attention_forward
+from transformers.masking_utils import AttentionMaskInterface, eager_mask, sdpa_mask
 
-from lightning_xai.capture.base import AttentionCapture, AttentionRecord, eval_mode
+from lightning_xai.capture.base import AttentionCall, AttentionCapture, AttentionRecord, eval_mode
 from lightning_xai.errors import LightningXAIError
 
 #: The attention-implementation key under which the recording function is registered.
 RECORDING_IMPLEMENTATION = "lightning_xai_recording"
+#: The key of the streaming function: the model's sdpa attention, each call's q, k, v and output kept.
+STREAMING_IMPLEMENTATION = "lightning_xai_streaming_sdpa"
+#: Attention-function arguments that change the attention in ways :class:`AttentionCall` does not describe.
+_UNSTREAMABLE_ARGUMENTS = ("softcap", "s_aux", "sinks", "position_bias")
 
 _ACTIVE_RECORD: ContextVar[AttentionRecord | None] = ContextVar("lightning_xai_active_record", default=None)
 
@@ -96,6 +102,52 @@ def register_attention_function(key: str, function: Callable[..., tuple[Tensor, 
 
 
 register_attention_function(RECORDING_IMPLEMENTATION, _recording_attention)
+
+_SDPA_SIGNATURE = inspect.signature(sdpa_attention_forward)
+
+
+def _streaming_attention(
+    module: nn.Module,
+    query: Tensor,
+    key: Tensor,
+    value: Tensor,
+    attention_mask: Tensor | None,
+    *args: Any,
+    **kwargs: Any,
+) -> tuple[Tensor, None]:
+    """HF's ``sdpa_attention_forward``, unchanged; the call's q, k, v, mask and output are kept (no probabilities)."""
+    record = _ACTIVE_RECORD.get()
+    if record is None:
+        return sdpa_attention_forward(module, query, key, value, attention_mask, *args, **kwargs)
+    arguments = _SDPA_SIGNATURE.bind(module, query, key, value, attention_mask, *args, **kwargs).arguments
+    extra = {**arguments.get("kwargs", {}), "position_bias": arguments.get("position_bias")}
+    unstreamable = [name for name in _UNSTREAMABLE_ARGUMENTS if extra.get(name) is not None]
+    if unstreamable or float(arguments.get("dropout") or 0.0) > 0.0:
+        found = ", ".join(unstreamable) or "attention dropout"
+        raise LightningXAIError(
+            f"The attention of {type(module).__name__} uses {found}, which the streamed pass does not rebuild from "
+            "q, k, v and the mask: use the eager attention maps for this model (GradSAM(), not attention='sdpa')."
+        )
+    output, _ = sdpa_attention_forward(module, query, key, value, attention_mask, *args, **kwargs)
+    flag = arguments.get("is_causal")
+    flag = getattr(module, "is_causal", True) if flag is None else flag
+    scaling = arguments.get("scaling")
+    record.calls.append(
+        AttentionCall(
+            query=query,
+            key=key,
+            value=value,
+            mask=attention_mask,
+            causal=bool(query.shape[2] > 1 and attention_mask is None and flag),  # as sdpa_attention_forward decides
+            scaling=float(query.shape[-1] ** -0.5 if scaling is None else scaling),
+            output=output,
+        )
+    )
+    return output, None
+
+
+AttentionInterface.register(STREAMING_IMPLEMENTATION, _streaming_attention)
+AttentionMaskInterface.register(STREAMING_IMPLEMENTATION, sdpa_mask)  # the masks sdpa gets (bool, or None + causal)
 
 
 def _all_configs(model: PreTrainedModel) -> list[Any]:
@@ -211,6 +263,42 @@ class HFAttentionCapture(AttentionCapture):
         Layer outputs are recorded with our own forward hooks, removed on exit: asking the model for
         ``output_hidden_states`` would make transformers install permanent hooks (which also break pickling).
         """
+        with self._recording(RECORDING_IMPLEMENTATION) as record:
+            yield record
+
+    @classmethod
+    def streaming_refusal(cls, model: nn.Module) -> str | None:
+        """None when every transformers model inside ``model`` supports sdpa (``_supports_sdpa``), else why not."""
+        unsupported = sorted({type(m).__name__ for m in model.modules()
+                              if isinstance(m, PreTrainedModel) and not getattr(m, "_supports_sdpa", False)})
+        if unsupported:
+            return f"{', '.join(unsupported)} does not support sdpa attention in transformers"
+        return None
+
+    @contextmanager
+    def stream(self) -> Iterator[AttentionRecord]:
+        """One pass on the model's sdpa attention, keeping each call's q, k, v, mask and output (no maps).
+
+        The maps are never materialised; :attr:`AttentionRecord.calls` holds what is needed to rebuild any block
+        of them. Backend, modes and hooks are restored on exit, also when an exception is raised.
+
+        Example:
+            >>> import torch
+            >>> from transformers import LlamaConfig, LlamaForSequenceClassification
+            >>> model = LlamaForSequenceClassification(LlamaConfig(hidden_size=16, intermediate_size=24,
+            ...     num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, vocab_size=20))
+            >>> with HFAttentionCapture(model).stream() as rec:
+            ...     logits = model(input_ids=torch.tensor([[2, 7, 9, 3]])).logits
+            >>> len(rec.attentions), [tuple(c.key.shape) for c in rec.calls], rec.calls[0].causal
+            (0, [(1, 2, 4, 4), (1, 2, 4, 4)], True)
+            >>> model.config._attn_implementation
+            'sdpa'
+        """
+        with self._recording(STREAMING_IMPLEMENTATION) as record:
+            yield record
+
+    @contextmanager
+    def _recording(self, implementation: str) -> Iterator[AttentionRecord]:
         record = AttentionRecord()
 
         def keep_output(_module: nn.Module, _args: object, output: Any) -> None:
@@ -221,7 +309,7 @@ class HFAttentionCapture(AttentionCapture):
         handles = [layer.register_forward_hook(keep_output) for layer in self.layer_modules()]
         token = _ACTIVE_RECORD.set(record)
         try:
-            with eval_mode(self.model), attention_implementation(self.model, RECORDING_IMPLEMENTATION):
+            with eval_mode(self.model), attention_implementation(self.model, implementation):
                 yield record
         finally:
             for handle in handles:

@@ -16,7 +16,7 @@ from lightning_xai.explainers.attention import RawAttention, Rollout, raw_attent
 from lightning_xai.explainers.attention_shapley import AttentionShapley, attention_shapley
 from lightning_xai.explainers.base import Explainer, ForwardPass
 from lightning_xai.explainers.gae import GAE, gae
-from lightning_xai.explainers.grad_sam import GradSAM, grad_sam
+from lightning_xai.explainers.grad_sam import GradSAM, grad_sam, streamed_grad_sam
 from lightning_xai.explainers.gradients import (
     GradientXInput,
     IntegratedGradients,
@@ -108,4 +108,5 @@ __all__ = [
     "register_explainer",
     "resolve_explainers",
     "rollout",
+    "streamed_grad_sam",
 ]

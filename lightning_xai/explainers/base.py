@@ -12,7 +12,7 @@ from torch import Tensor, nn
 from lightning_xai.types import ModelInputs
 
 if TYPE_CHECKING:
-    from lightning_xai.capture.base import AttentionCapture, WindowLayout
+    from lightning_xai.capture.base import AttentionCall, AttentionCapture, WindowLayout
     from lightning_xai.families.base import ModelFamily
     from lightning_xai.modalities.base import Modality
 
@@ -86,6 +86,9 @@ class ForwardPass:
         window_layouts: for a model that attends within windows (Swin), where each attention call's rows lie on
             the input token grid (one :class:`~lightning_xai.capture.base.WindowLayout` per call); then
             :attr:`attentions` are ``[B x windows, H, w^2, w^2]``. None for one-axis models.
+        attention_calls: when the pass ran on the model's sdpa attention (no explainer of the batch needed the maps
+            and one asked for ``"attention_outputs"``): each call's q, k, v, mask and live output
+            (:class:`~lightning_xai.capture.base.AttentionCall`); :attr:`attentions` is then empty.
     """
 
     inputs: ModelInputs
@@ -102,7 +105,9 @@ class ForwardPass:
     family: ModelFamily | None = field(default=None, repr=False)
     query_index: Tensor | None = None
     window_layouts: list[WindowLayout] | None = None
+    attention_calls: list[AttentionCall] | None = field(default=None, repr=False)
     _attention_gradients: list[Tensor] | None = field(default=None, repr=False)
+    _output_gradients: list[Tensor] | None = field(default=None, repr=False)
     _cache: dict[str, Any] = field(default_factory=dict, repr=False)
 
     @property
@@ -134,6 +139,25 @@ class ForwardPass:
                 self._cache["input_embedding_gradients"] = grads.pop()
             self._attention_gradients = grads
         return self._attention_gradients
+
+    def attention_output_gradients(self) -> list[Tensor]:
+        """``d y_target / d O`` for every recorded attention call's output ``O`` (``[B, T, H, d_v]``), cached.
+
+        ONE ``torch.autograd.grad`` (never ``.backward()``, the graph retained, as :meth:`attention_gradients`); the
+        input embeddings ride along when their gradient is not cached yet, so gradient x input shares it. With
+        ``O = A V``, ``d y / d A = d y / d O V^T``: what the maps' gradients would be, at ``O``'s size.
+        """
+        if self._output_gradients is None:
+            wanted = [call.output for call in self.attention_calls or []]
+            ride = self.input_embeddings is not None and "input_embedding_gradients" not in self._cache
+            if ride:
+                wanted.append(self.input_embeddings)  # type: ignore[arg-type]
+            grads = list(torch.autograd.grad(self.target_score, wanted, retain_graph=True, allow_unused=True))
+            grads = [torch.zeros_like(t) if g is None else g for t, g in zip(wanted, grads, strict=True)]
+            if ride:
+                self._cache["input_embedding_gradients"] = grads.pop()
+            self._output_gradients = grads
+        return self._output_gradients
 
 
 class Explainer(ABC):

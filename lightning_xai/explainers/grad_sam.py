@@ -14,6 +14,12 @@ No official code was published; the summing axis is ambiguous between the two pu
 (see ``docs/methods/grad_sam.md``): ``axis="query"`` (default, Eggen et al. 2025's ``grad_sam_org.py``: token ``i``
 scores the positive gradient carried by its own attention row) or ``axis="key"`` (token ``j`` scores the positively
 weighted attention it receives).
+
+Long inputs (``GradSAM(attention="sdpa")``, :func:`streamed_grad_sam`): the pass runs on the model's sdpa attention
+and keeps each layer's ``q, k, v`` and attention output ``O = A V``. Since ``A`` is used only in that product,
+``dy/dA = (dy/dO) V^T``; one backward gives ``dy/dO`` (the size of ``O``), and each layer's ``A`` and ``dy/dA`` are
+rebuilt in blocks of query rows and reduced to per-token scores at once. No ``T x T`` map of a whole layer exists at
+any time: memory grows with ``T`` (the work, as for every attention row, with ``T^2``).
 """
 
 from __future__ import annotations
@@ -24,10 +30,16 @@ from typing import ClassVar, Literal
 import torch
 from torch import Tensor
 
-from lightning_xai.capture.base import WindowLayout
+from lightning_xai.capture.base import AttentionCall, WindowLayout
+from lightning_xai.errors import LightningXAIError
 from lightning_xai.explainers.base import Explainer, ForwardPass
 
 Axis = Literal["query", "key"]
+#: ``"eager"``: the recorded maps and their gradients; ``"sdpa"``: a pass on sdpa, maps rebuilt in blocks of rows.
+AttentionBackend = Literal["eager", "sdpa"]
+#: Default block of :func:`streamed_grad_sam`: query rows such that one ``[B, H, rows, T]`` float32 block holds
+#: at most this many elements (8 MiB), at least one row.
+CHUNK_ELEMENTS = 2**21
 
 
 def grad_sam(
@@ -72,6 +84,125 @@ def grad_sam(
     return scores / (len(attentions) * num_heads * n[:, None])
 
 
+def _output_tolerance(dtype: torch.dtype) -> float:
+    """Largest ``|A V - O| / max |V|`` accepted between the rebuilt maps and sdpa's output (float rounding only)."""
+    return 1e-4 if dtype in (torch.float32, torch.float64) else 5e-2
+
+
+def _layer_scores(
+    call: AttentionCall, output_gradient: Tensor, valid: Tensor, axis: Axis, chunk_size: int | None
+) -> Tensor:
+    """``[B, T]``: one layer's ``sum_h (A * ReLU(dy/dA))`` summed over keys (``"query"``) or queries (``"key"``).
+
+    ``A`` and ``dy/dA = dy/dO V^T`` are rebuilt in blocks of query rows, masked to real rows and columns.
+    """
+    query, key, value = call.query.detach(), call.key.detach(), call.value.detach()
+    batch, heads, rows, _ = query.shape
+    kv_heads, columns = key.shape[1], key.shape[2]
+    if heads % kv_heads or value.shape[1] != kv_heads or valid.shape[1] != columns:
+        raise LightningXAIError(
+            f"An attention call with {heads} query heads, {kv_heads} key heads, {value.shape[1]} value heads over "
+            f"{columns} keys does not fit the pass's {valid.shape[1]} tokens: its maps cannot be rebuilt."
+        )
+    groups = heads // kv_heads  # query head h reads key/value head h // groups (HF's repeat_kv)
+    keys = key.float()[:, :, None]  # [B, H_kv, 1, S, d]
+    values = value.float()[:, :, None]
+    gradient = output_gradient.detach().float().transpose(1, 2)  # [B, H, T, d_v]
+    output = call.output.detach().float().transpose(1, 2)
+    scale = values.abs().amax().clamp_min(torch.finfo(torch.float32).tiny)
+    tolerance = _output_tolerance(call.output.dtype)
+    step = chunk_size or max(1, CHUNK_ELEMENTS // max(1, batch * heads * columns))
+    valid = valid.to(query.device)
+    scores = torch.zeros(batch, rows if axis == "query" else columns, device=query.device)
+    for start in range(0, rows, step):
+        stop = min(rows, start + step)
+        width = min(columns, stop) if call.causal else columns  # causal rows never see a later key
+        block = query[:, :, start:stop].float().reshape(batch, kv_heads, groups, stop - start, -1)
+        logits = (block @ keys[..., :width, :].transpose(-1, -2) * call.scaling).reshape(batch, heads, -1, width)
+        if call.causal:
+            later = torch.arange(width, device=query.device) > torch.arange(start, stop, device=query.device)[:, None]
+            logits = logits.masked_fill(later, torch.finfo(torch.float32).min)
+        elif call.mask is not None:
+            mask = call.mask[..., start:stop, :width]
+            logits = (logits.masked_fill(~mask, torch.finfo(torch.float32).min) if mask.dtype == torch.bool
+                      else logits + mask.float())
+        attention = logits.softmax(dim=-1).reshape(batch, kv_heads, groups, -1, width)
+        rows_valid = valid[:, start:stop]
+        rebuilt = (attention @ values[..., :width, :]).reshape(batch, heads, -1, values.shape[-1])
+        error = ((rebuilt - output[:, :, start:stop]).abs().amax(dim=(1, 3)) * rows_valid).amax()
+        if error > tolerance * scale:
+            raise LightningXAIError(
+                f"The attention rebuilt from q, k, v and the mask differs from the model's output by "
+                f"{float(error / scale):.2e} of max |V| (more than float rounding): this model's attention is not "
+                "softmax(q k^T * scaling + mask). Use GradSAM() (the eager maps) for it."
+            )
+        block_gradient = gradient[:, :, start:stop].reshape(batch, kv_heads, groups, stop - start, -1)
+        positive = (block_gradient @ values[..., :width, :].transpose(-1, -2)).clamp_min_(0)  # ReLU(dy/dA)
+        weighted = (attention.mul_(positive)).reshape(batch, heads, -1, width).sum(dim=1)  # [B, rows, keys]
+        weighted = weighted * (rows_valid[:, :, None] & valid[:, None, :width])
+        if axis == "query":
+            scores[:, start:stop] = weighted.sum(dim=-1)
+        else:
+            scores[:, :width] += weighted.sum(dim=-2)
+    return scores
+
+
+def streamed_grad_sam(
+    calls: Sequence[AttentionCall],
+    output_gradients: Sequence[Tensor],
+    valid_mask: Tensor,
+    axis: Axis = "query",
+    chunk_size: int | None = None,
+) -> Tensor:
+    """:func:`grad_sam` from each attention call's q, k, v and output gradient, without any whole ``T x T`` map.
+
+    With ``O = A V`` the only use of ``A``, ``dy/dA = dy/dO V^T``. Per layer, blocks of ``chunk_size`` query rows
+    of ``A = softmax(q k^T * scaling + mask)`` and of ``dy/dA`` are rebuilt, multiplied (ReLU on the gradient),
+    summed over heads, masked to real tokens and reduced over keys (``axis="query"``) or queries (``"key"``)
+    before the next block: memory ``O(rows x T)`` per block, ``O(T)`` per layer kept. Each block's ``A V`` is checked
+    against the model's output ``O`` (a model whose attention is not a plain masked softmax is refused).
+
+    Args:
+        calls: the pass's attention calls (:attr:`lightning_xai.capture.base.AttentionRecord.calls`), in order.
+        output_gradients: per call, ``d y / d O`` of the explained logit, ``[B, T, H, d_v]``.
+        valid_mask: ``[B, T]`` bool, real tokens; padded rows and columns are excluded and padding gets 0.
+        axis: as :func:`grad_sam`.
+        chunk_size: query rows per block; default: as many as keep a ``[B, H, rows, T]`` float32 block within
+            :data:`CHUNK_ELEMENTS` elements (at least one row).
+
+    Returns:
+        ``[B, T]`` float32, equal to :func:`grad_sam` on the maps up to float rounding.
+
+    Example:
+        >>> import torch
+        >>> from lightning_xai.capture.base import AttentionCall
+        >>> q, k, v = torch.randn(1, 2, 3, 4), torch.randn(1, 1, 3, 4), torch.randn(1, 1, 3, 4)  # 2 heads share k, v
+        >>> A = (q @ k.transpose(-1, -2) * 0.5).softmax(-1)
+        >>> O = (A @ v).transpose(1, 2)  # [B, T, H, d], as attention functions return it
+        >>> dO = torch.randn_like(O)
+        >>> G = dO.transpose(1, 2) @ v.transpose(-1, -2)  # dy/dA = dy/dO V^T
+        >>> call = AttentionCall(q, k, v, mask=None, causal=False, scaling=0.5, output=O)
+        >>> valid = torch.ones(1, 3, dtype=torch.bool)
+        >>> torch.allclose(streamed_grad_sam([call], [dO], valid, chunk_size=2), grad_sam([A], [G], valid))
+        True
+    """
+    if axis not in ("query", "key"):
+        raise ValueError(f"axis must be 'query' or 'key', got {axis!r}")
+    if chunk_size is not None and chunk_size < 1:
+        raise ValueError(f"chunk_size must be a positive number of rows, got {chunk_size}")
+    if len(calls) == 0 or len(calls) != len(output_gradients):
+        raise ValueError(f"Need one output gradient per attention call, got {len(calls)} calls, "
+                         f"{len(output_gradients)} gradients")
+    total: Tensor | None = None
+    for call, gradient in zip(calls, output_gradients, strict=True):
+        layer = _layer_scores(call, gradient, valid_mask.bool(), axis, chunk_size)
+        total = layer if total is None else total + layer
+    assert total is not None
+    num_heads = calls[0].query.shape[1]
+    n = valid_mask.to(total.device).sum(dim=1).clamp_min(1).to(total.dtype)
+    return total / (len(calls) * num_heads * n[:, None])
+
+
 def windowed_grad_sam(
     attentions: Sequence[Tensor], gradients: Sequence[Tensor], layouts: Sequence[WindowLayout], axis: Axis = "query"
 ) -> Tensor:
@@ -113,6 +244,14 @@ class GradSAM(Explainer):
 
     Args:
         axis: ``"query"`` (default; as Eggen et al.'s re-implementation) or ``"key"``; see the module docstring.
+        attention: ``"eager"`` (default: the recorded ``[B, H, T, T]`` maps of every layer and their gradients) or
+            ``"sdpa"`` for long inputs: the pass runs on the model's sdpa attention and each layer's maps are
+            rebuilt in blocks of query rows from ``q, k, v`` and ``dy/dO`` (:func:`streamed_grad_sam`), so memory
+            grows with ``T``, not ``T^2``; equal to ``"eager"`` up to float rounding. The batch's pass runs on sdpa
+            only when no other method of the call needs the maps (else they are recorded and read here too).
+            Refused where the family cannot run such a pass (attention computed inside the model's own modules,
+            windows, soft-capped attention logits).
+        chunk_size: ``attention="sdpa"``: query rows per block (default: see :func:`streamed_grad_sam`).
 
     Example:
         >>> from lightning_xai import explain
@@ -127,13 +266,39 @@ class GradSAM(Explainer):
     # the attention gradients come with their maps; one token axis is not needed (Swin's windows are mapped back)
     needs: ClassVar[frozenset[str]] = frozenset({"attention_gradients"})
 
-    def __init__(self, axis: Axis = "query") -> None:
+    def __init__(
+        self, axis: Axis = "query", attention: AttentionBackend = "eager", chunk_size: int | None = None
+    ) -> None:
         if axis not in ("query", "key"):
             raise ValueError(f"GradSAM(axis=...) must be 'query' or 'key', got {axis!r}")
+        if attention not in ("eager", "sdpa"):
+            raise ValueError(f"GradSAM(attention=...) must be 'eager' or 'sdpa', got {attention!r}")
+        if chunk_size is not None and (attention != "sdpa" or chunk_size < 1):
+            raise ValueError(f"GradSAM(chunk_size=...) is a positive number of rows with attention='sdpa', got "
+                             f"chunk_size={chunk_size!r}, attention={attention!r}")
         self.axis: Axis = axis
+        self.attention: AttentionBackend = attention
+        self.chunk_size = chunk_size
+
+    def requirements(self) -> frozenset[str]:
+        """The maps and their gradients (``"eager"``), or a pass on sdpa keeping q, k, v and outputs (``"sdpa"``)."""
+        return frozenset({"attention_outputs"}) if self.attention == "sdpa" else self.needs
+
+    def __repr__(self) -> str:
+        settings = f"axis={self.axis!r}"
+        if self.attention != "eager":
+            settings += f", attention={self.attention!r}, chunk_size={self.chunk_size!r}"
+        return f"GradSAM({settings})"
 
     def explain(self, forward: ForwardPass) -> Tensor:
-        """Grad-SAM map of the pass (shares the cached attention gradients)."""
+        """Grad-SAM map of the pass (shares the cached attention gradients, or the attention outputs' on sdpa)."""
+        if not forward.attentions:  # a pass on sdpa (attention="sdpa" and no method of the batch needs the maps)
+            if not forward.attention_calls:
+                raise LightningXAIError("Grad-SAM found neither attention maps nor attention calls in this pass")
+            output_gradients = forward.attention_output_gradients()
+            with torch.no_grad():
+                return streamed_grad_sam(forward.attention_calls, output_gradients, forward.valid_mask, self.axis,
+                                         self.chunk_size)
         gradients = forward.attention_gradients()
         with torch.no_grad():
             if forward.window_layouts is not None:

@@ -61,6 +61,9 @@ def embedding_gradients(forward: ForwardPass) -> Tensor:
     if cached is None and forward.attentions:
         forward.attention_gradients()  # one backward for attention and embedding gradients alike
         cached = forward._cache.get("input_embedding_gradients")
+    elif cached is None and forward.attention_calls:
+        forward.attention_output_gradients()  # a pass on sdpa: one backward for the outputs' and embeddings' alike
+        cached = forward._cache.get("input_embedding_gradients")
     if cached is None:
         (cached,) = torch.autograd.grad(
             forward.target_score, forward.input_embeddings, retain_graph=True, allow_unused=True

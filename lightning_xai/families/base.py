@@ -44,6 +44,8 @@ CAPABILITIES: Mapping[str, str] = MappingProxyType(
         "attentions": "post-softmax attention maps [B, H, N, N] over the model's one token axis",
         "attention_gradients": "post-softmax attention maps (per window where the model attends in windows, with "
         "where each window lies on the token grid) and the explained logit's gradients w.r.t. them",
+        "attention_outputs": "a pass on the model's sdpa attention keeping each call's q, k, v and output over one "
+        "token axis (the maps rebuilt in blocks of rows, never all at once)",
         "prediction_row": "the token row that carries the prediction (the [CLS] row, a decoder's last token)",
         "hidden_states": "the output tokens of every transformer layer",
         "head_readout": "reading any layer's tokens out through the model's own final norm and head",
@@ -158,7 +160,9 @@ class ModelFamily(ABC):
 
         A family whose attention maps are not over one token axis (Swin's windows) counts them otherwise.
         """
-        return int(record.attentions[0].shape[-1])
+        if record.attentions:
+            return int(record.attentions[0].shape[-1])
+        return int(record.calls[0].key.shape[-2])  # a pass on sdpa (AttentionCapture.stream): no maps
 
     @abstractmethod
     def read_out(self, hidden: Tensor, rows: Tensor) -> Tensor:
@@ -262,6 +266,10 @@ class ModelFamily(ABC):
     def missing_capabilities(self) -> dict[str, str]:
         """Capabilities this model instance cannot provide -> why (the class's :attr:`unsupported` and more)."""
         missing = dict(self.unsupported)
+        if "attention_outputs" not in missing:
+            streaming = self.capture_class.streaming_refusal(self.model)
+            if streaming is not None:
+                missing["attention_outputs"] = streaming
         if "lrp_rules" not in missing:
             uncovered = self.modules_without_lrp_rule()
             if uncovered:

@@ -105,10 +105,11 @@ class DecoderFamily(TextEncoderFamily):
         return None
 
     def missing_capabilities(self) -> dict[str, str]:
-        """No final norm: no head read-out; attention-logit soft-capping (Gemma 2): no AttnLRP rule."""
+        """No final norm: no head read-out; attention-logit soft-capping (Gemma 2): no AttnLRP rule, no sdpa pass."""
         missing = super().missing_capabilities()
         if self.final_norm() is None:
             missing["head_readout"] = f"its backbone has no final norm among {FINAL_NORMS}"
         if getattr(self._config(), "attn_logit_softcapping", None) is not None:
             missing["lrp_rules"] = "its attention soft-caps the logits (tanh), which has no LRP rule here or in lxt"
+            missing["attention_outputs"] = "its attention soft-caps the logits (tanh), which sdpa does not do"
         return missing

@@ -99,6 +99,7 @@ class SwinFamily(VisionEncoderFamily):
         "input_embeddings": "its patch embeddings are LayerNorm-ed before anything is added, so the model is "
         "scale-invariant in each patch embedding and gradient x input shows only the LayerNorm's epsilon",
         "attentions": _WINDOWS,
+        "attention_outputs": _WINDOWS,
         "hidden_states": "its stages' outputs lie on grids of different sizes",
         "prediction_row": "its head average-pools every token of the last stage: no single row predicts",
         "head_readout": "its layers' outputs lie on grids of different sizes, which its head does not read",

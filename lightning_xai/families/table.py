@@ -2,8 +2,9 @@
 
 Each row is a tiny model of one architecture (:func:`lightning_xai.examples.tiny_classifier`, default HF config),
 each column a registered explainer with its default settings: ``Y`` where the family serves it, else the capability
-the family lacks; the reasons follow the table. A test regenerates it and compares it with ``docs/families.md`` and
-the README, so the published table cannot drift from the code.
+the family lacks; the reasons follow the table (for the capabilities these default settings need; an option such as
+``GradSAM(attention="sdpa")`` may need more, refused at setup with its reason). A test regenerates it and compares
+it with ``docs/families.md`` and the README, so the published table cannot drift from the code.
 """
 
 from __future__ import annotations
@@ -47,8 +48,10 @@ def markdown() -> str:
         shown = ["Y" if cells[m] is None else f"no: {cells[m]}" for m in methods]
         lines.append(f"| {architecture} | {family} | " + " | ".join(shown) + " |")
     lines += ["", "Why a method is refused (the family says so at setup, before any forward):", ""]
+    needed = set().union(*(get_explainer(name).requirements() for name in methods))  # by the default settings
     for architecture, (family, _, missing) in rows.items():
-        lines += [f"* {architecture} ({family}): no {capability}: {reason}." for capability, reason in missing.items()]
+        lines += [f"* {architecture} ({family}): no {capability}: {reason}." for capability, reason in missing.items()
+                  if capability in needed]
     return "\n".join(lines) + "\n"
 
 
