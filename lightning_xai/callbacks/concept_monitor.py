@@ -134,8 +134,8 @@ class ConceptMonitor(*_CALLBACK_BASES):  # type: ignore[misc]
         log_prefix: prefix of every logged key.
         on_error: ``"warn"``: a failing epoch is reported once and training goes on; ``"raise"``: it surfaces.
 
-    Under DDP every rank scores its own probe shard and rank zero's values are logged. Sharded training (FSDP,
-    DeepSpeed ZeRO-3) is refused at ``setup``.
+    Under DDP every rank scores its own probe shard and rank zero's values are logged (warned at ``setup``).
+    Sharded training (FSDP, DeepSpeed ZeRO-3) is refused at ``setup``.
 
     Example:
         >>> monitor = ConceptMonitor({"zx": ["a zx b", "zx c d"], "plain": ["a b", "c d"]}, num_cavs=5)
@@ -288,6 +288,13 @@ class ConceptMonitor(*_CALLBACK_BASES):  # type: ignore[misc]
         if self.heatmap_layers is not None:
             count = int(getattr(getattr(model, "config", None), "num_hidden_layers", 0) or 0)
             self._heatmap_layers = [layer % count if count else layer for layer in self.heatmap_layers]
+        if runtime.world_size() > 1:  # said once, so nobody reads a shard's scores as the whole probe set's
+            self.policy.warn_once(
+                "shard",
+                f"ConceptMonitor under {runtime.world_size()} processes scores each rank's own probe shard and logs "
+                "rank zero's: the TTCAV scores and p-values come from rank zero's samples only. For scores over the "
+                "whole probe set, run trainer.validate(...) on one device with this monitor.",
+            )
         # images go to the loggers' sinks (TensorBoard, W&B) on rank zero; no files: they belong to one monitor
         self._sinks = sinks_for(trainer.loggers) if getattr(trainer, "is_global_zero", True) else []
 

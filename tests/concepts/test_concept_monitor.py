@@ -159,3 +159,16 @@ def test_validate_under_inference_mode_scores_and_leaves_the_model_alone(tmp_pat
     assert all(torch.equal(before[k], v) for k, v in module.state_dict().items())
     assert all(p.grad is None for p in module.parameters())
     assert torch.equal(states[0], states[1])
+
+
+def test_multi_process_runs_are_warned_that_scores_come_from_rank_zeros_shard(tokenizer, monkeypatch):
+    from lightning_xai import _runtime
+
+    pl = lightning_package("lightning.pytorch")
+    text = make_text_module_class(pl)(tokenizer)
+    trainer = pl.Trainer(logger=False, enable_progress_bar=False)
+    monitor = ConceptMonitor({"good": GOOD, "other": OTHER})
+    monitor.setup(trainer, text, "fit")  # one process: nothing to say
+    monkeypatch.setattr(_runtime, "world_size", lambda: 2)
+    with pytest.warns(UserWarning, match="rank zero's samples only"):
+        ConceptMonitor({"good": GOOD, "other": OTHER}).setup(trainer, text, "fit")
