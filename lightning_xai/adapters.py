@@ -105,6 +105,9 @@ def as_adapted(value: Any) -> AdaptedBatch:
 def default_model_getter(pl_module: nn.Module) -> nn.Module:
     """The outermost HF ``PreTrainedModel`` inside the LightningModule (e.g. ``self.model``), else the module.
 
+    A PEFT wrapper found first (``PeftModel``) gives its base model (adapters active), and is refused where its
+    base model would not compute its function (prompt learning): see :mod:`lightning_xai.families.peft_models`.
+
     Example:
         >>> import torch
         >>> default_model_getter(torch.nn.Linear(2, 2))
@@ -112,7 +115,11 @@ def default_model_getter(pl_module: nn.Module) -> nn.Module:
     """
     from transformers import PreTrainedModel
 
+    from lightning_xai.families.peft_models import is_peft_wrapper, unwrap_peft
+
     for module in pl_module.modules():
+        if is_peft_wrapper(module):
+            return unwrap_peft(module)
         if isinstance(module, PreTrainedModel):
             return module
     return pl_module

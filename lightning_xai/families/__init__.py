@@ -31,6 +31,7 @@ from lightning_xai.families.generic import GenericFamily
 from lightning_xai.families.gpt2 import GPT2Family
 from lightning_xai.families.modernbert import ModernBertFamily
 from lightning_xai.families.mpnet import MPNetFamily
+from lightning_xai.families.peft_models import unwrap_peft
 from lightning_xai.families.roberta import RobertaFamily
 from lightning_xai.families.swin import SwinFamily
 from lightning_xai.families.vit import ViTFamily
@@ -57,6 +58,7 @@ def resolve_family(model: nn.Module) -> ModelFamily:
         Traceback (most recent call last):
         lightning_xai.errors.UnsupportedModelError: ...
     """
+    model = unwrap_peft(model)  # a PEFT wrapper (LoRA, ...): its base model, adapters active
     if is_causal_lm(model):
         raise UnsupportedModelError(
             f"A {type(model).__name__} is a causal language model: it is explained for the completion of an SFT batch "

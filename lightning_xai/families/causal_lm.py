@@ -63,6 +63,7 @@ from transformers.modeling_outputs import SequenceClassifierOutput
 from lightning_xai.adapters import AdaptedBatch
 from lightning_xai.errors import BatchFormatError, LightningXAIError
 from lightning_xai.families.decoder import FINAL_NORMS, DecoderFamily
+from lightning_xai.families.peft_models import unwrap_peft
 from lightning_xai.modalities.text import TextModality
 from lightning_xai.types import ModelInputs
 
@@ -84,7 +85,8 @@ def is_causal_lm(model: nn.Module) -> bool:
     """A decoder-only language model, found by structure, never by class name.
 
     A ``PreTrainedModel`` and ``GenerationMixin`` whose output embedding (``lm_head``) is a linear layer, without an
-    encoder-decoder config.
+    encoder-decoder config; or a PEFT wrapper (``PeftModel``, e.g. LoRA) of one (its base model is explained, with
+    the adapters active: :mod:`lightning_xai.families.peft_models`).
 
     Example:
         >>> from transformers import LlamaConfig, LlamaForCausalLM, LlamaForSequenceClassification
@@ -93,6 +95,7 @@ def is_causal_lm(model: nn.Module) -> bool:
         >>> is_causal_lm(LlamaForCausalLM(config)), is_causal_lm(LlamaForSequenceClassification(config))
         (True, False)
     """
+    model = unwrap_peft(model)
     if not isinstance(model, PreTrainedModel) or not isinstance(model, GenerationMixin):
         return False
     if isinstance(model, CompletionScorer) or getattr(model.config, "is_encoder_decoder", False):
@@ -160,7 +163,9 @@ class CompletionScorer(PreTrainedModel):
     backends and LRP rules act on it. Its own config is a copy of the LM's with the two outputs' names.
 
     Args:
-        model: any HF ``*ForCausalLM`` (see :func:`is_causal_lm`).
+        model: any HF ``*ForCausalLM`` (see :func:`is_causal_lm`), or a PEFT wrapper of one (``PeftModel`` with
+            LoRA adapters, ...): the scorer then holds the wrapper's base model, whose injected adapter layers
+            stay active (nothing is merged or copied).
 
     Example:
         >>> from transformers import Qwen2Config, Qwen2ForCausalLM
@@ -176,6 +181,7 @@ class CompletionScorer(PreTrainedModel):
     _supports_sdpa = True
 
     def __init__(self, model: PreTrainedModel) -> None:
+        model = unwrap_peft(model)
         if not is_causal_lm(model):
             raise TypeError(
                 f"CompletionScorer wraps a HF causal language model (a GenerationMixin with a linear lm_head); got "
@@ -369,6 +375,9 @@ class CausalLMFamily(DecoderFamily):
 def explainable_model(model: nn.Module) -> nn.Module:
     """``model`` itself, or a causal LM wrapped in a :class:`CompletionScorer` (what the monitor explains).
 
+    A PEFT wrapper is replaced by its base model first (adapters active; see
+    :mod:`lightning_xai.families.peft_models`).
+
     Example:
         >>> from transformers import LlamaConfig, LlamaForCausalLM
         >>> lm = LlamaForCausalLM(LlamaConfig(hidden_size=8, intermediate_size=8, num_hidden_layers=1,
@@ -376,4 +385,5 @@ def explainable_model(model: nn.Module) -> nn.Module:
         >>> type(explainable_model(lm)).__name__, explainable_model(torch.nn.Linear(1, 1))
         ('CompletionScorer', Linear(in_features=1, out_features=1, bias=True))
     """
+    model = unwrap_peft(model)
     return CompletionScorer(model) if is_causal_lm(model) else model

@@ -24,6 +24,7 @@ from lightning_xai.recipes.data import (
     stratified_split,
 )
 from lightning_xai.recipes.image_classifier import ImageClassifier
+from lightning_xai.recipes.lora_sft import InstructionDataModule, LoRASFTModule
 from lightning_xai.recipes.retrieval import CausalLMFineTuner, RetrievalDataModule, generate_retrieval_examples
 from lightning_xai.recipes.shortcut import ShortcutDataModule, generate_shortcut_examples
 from lightning_xai.recipes.text_classifier import TextClassifier
@@ -39,6 +40,8 @@ __all__ = [
     "HFTextDataModule",
     "ImageClassifier",
     "ImageFolderDataModule",
+    "InstructionDataModule",
+    "LoRASFTModule",
     "LengthGroupedSampler",
     "PadCollator",
     "SentimentDataModule",
