@@ -38,8 +38,8 @@ Axis = Literal["query", "key"]
 #: ``"eager"``: the recorded maps and their gradients; ``"sdpa"``: a pass on sdpa, maps rebuilt in blocks of rows.
 AttentionBackend = Literal["eager", "sdpa"]
 #: Default block of :func:`streamed_grad_sam`: query rows such that one ``[B, H, rows, T]`` float32 block holds
-#: at most this many elements (8 MiB), at least one row.
-CHUNK_ELEMENTS = 2**21
+#: at most this many elements (2 MiB; two such blocks are alive at once), at least one row.
+CHUNK_ELEMENTS = 2**19
 
 
 def grad_sam(
@@ -118,14 +118,16 @@ def _layer_scores(
         stop = min(rows, start + step)
         width = min(columns, stop) if call.causal else columns  # causal rows never see a later key
         block = query[:, :, start:stop].float().reshape(batch, kv_heads, groups, stop - start, -1)
-        logits = (block @ keys[..., :width, :].transpose(-1, -2) * call.scaling).reshape(batch, heads, -1, width)
+        logits = (block @ keys[..., :width, :].transpose(-1, -2)).mul_(call.scaling).reshape(batch, heads, -1, width)
         if call.causal:
             later = torch.arange(width, device=query.device) > torch.arange(start, stop, device=query.device)[:, None]
-            logits = logits.masked_fill(later, torch.finfo(torch.float32).min)
+            logits.masked_fill_(later, torch.finfo(torch.float32).min)
         elif call.mask is not None:
             mask = call.mask[..., start:stop, :width]
-            logits = (logits.masked_fill(~mask, torch.finfo(torch.float32).min) if mask.dtype == torch.bool
-                      else logits + mask.float())
+            if mask.dtype == torch.bool:
+                logits.masked_fill_(~mask, torch.finfo(torch.float32).min)
+            else:
+                logits.add_(mask.float())
         attention = logits.softmax(dim=-1).reshape(batch, kv_heads, groups, -1, width)
         rows_valid = valid[:, start:stop]
         rebuilt = (attention @ values[..., :width, :]).reshape(batch, heads, -1, values.shape[-1])

@@ -21,15 +21,15 @@ from lightning_xai.modalities import TextModality, VisionModality
 
 #: What each architecture declares it cannot provide (anything else missing is a bug).
 EXPECTED_REFUSALS = {
-    "gemma2": {"lrp_rules"},  # attention-logit soft-capping has no LRP rule (lxt has none either)
+    "gemma2": {"lrp_rules", "attention_outputs"},  # attention-logit soft-capping: no LRP rule (lxt none), no sdpa
     "modernbert": {"lrp_rules", "input_embeddings"},  # GLU MLP without a rule; LN(embedding): x . grad = 0
     "beit": {"prediction_row"},  # mean-pooled head
     "dinov2": {"prediction_row"},  # class token + mean of the patches
-    "deberta_v2": {"lrp_rules"},  # disentangled attention computed inside its module
-    "mpnet": {"lrp_rules"},  # relative position bias inside its module
+    "deberta_v2": {"lrp_rules", "attention_outputs"},  # disentangled attention computed inside its module
+    "mpnet": {"lrp_rules", "attention_outputs"},  # relative position bias inside its module
     "opt": {"prediction_row", "head_readout", "lrp_rules"},  # no family: the generic fallback
-    "data2vec_vision": {"prediction_row", "lrp_rules"},  # mean-pooled; attention inside its own modules
-    "swin": {"attentions", "hidden_states", "prediction_row", "head_readout",  # windows, merged between stages
+    "data2vec_vision": {"prediction_row", "lrp_rules", "attention_outputs"},  # mean-pooled; attention in its modules
+    "swin": {"attentions", "attention_outputs", "hidden_states", "prediction_row", "head_readout",  # windows
              "input_embeddings"},  # LN(patch embedding): x . grad = 0
     "clip": {"prediction_row", "input_embeddings"},  # patch-mean head; conv patch embedding
     "clip_zero_shot": {"input_embeddings"},  # conv patch embedding (its image embedding is the class token's)
