@@ -4,26 +4,33 @@ Compared with the eager Grad-SAM (the recorded maps, itself checked against the 
 ``test_grad_sam.py``) on every registered family, at several lengths, with padding and small blocks.
 """
 
+import math
+
 import pytest
 import torch
 from helpers import (
     REGISTERED_FAMILIES,
     assert_same_snapshot,
     left_padded,
+    lightning_package,
+    make_decoder_tokenizer,
     make_inputs,
     make_model,
     make_text_inputs,
+    make_text_module_class,
     modality_for,
     model_snapshot,
+    text_loaders,
     with_completion,
 )
 from transformers import AttentionInterface
 
-from lightning_xai import explain
+from lightning_xai import ExplanationMonitor, explain
 from lightning_xai.capture.base import AttentionCall
 from lightning_xai.capture.hf import STREAMING_IMPLEMENTATION, HFAttentionCapture
 from lightning_xai.errors import LightningXAIError, UnsupportedMethodError
-from lightning_xai.explainers import GradientXInput, GradSAM, streamed_grad_sam
+from lightning_xai.explainers import GradientXInput, GradSAM, Random, streamed_grad_sam
+from lightning_xai.metrics import DeletionAUC
 from lightning_xai.modalities import select
 
 #: Families that cannot run a pass on sdpa keeping q, k, v (attention inside their own modules, windows, soft cap).
@@ -201,3 +208,32 @@ def test_bad_arguments_are_refused():
         GradSAM(chunk_size=8)  # only with attention="sdpa"
     with pytest.raises(ValueError, match="chunk_size"):
         GradSAM(attention="sdpa", chunk_size=0)
+
+
+def test_the_monitor_runs_streamed_grad_sam_and_training_is_unchanged(tmp_path):
+    pl = lightning_package("lightning.pytorch")
+    module_class = make_text_module_class(pl)
+
+    def fit(monitor=None):
+        torch.manual_seed(0)
+        module = module_class(make_decoder_tokenizer(), family="llama")
+        trainer = pl.Trainer(max_epochs=1, logger=False, callbacks=[monitor] if monitor else [],
+                             enable_progress_bar=False, enable_model_summary=False, enable_checkpointing=False,
+                             default_root_dir=str(tmp_path), num_sanity_val_steps=0)
+        trainer.fit(module, *text_loaders())
+        return module, torch.rand(1)
+
+    def monitor(attention):
+        return ExplanationMonitor(explainers=[GradSAM(attention=attention), Random()], metrics=[DeletionAUC(steps=4)],
+                                  num_samples=6, num_heatmaps=0, on_error="raise", write_files=False)
+
+    streamed, eager = monitor("sdpa"), monitor("eager")
+    monitored, draw = fit(streamed)
+    plain, plain_draw = fit()
+    for key, value in plain.state_dict().items():
+        assert torch.equal(value, monitored.state_dict()[key]), key
+    assert torch.equal(draw, plain_draw)
+    fit(eager)
+    value = streamed.history[0].get("xai/grad_sam/deletion_auc")
+    assert value is not None and math.isfinite(value)
+    assert value == pytest.approx(eager.history[0]["xai/grad_sam/deletion_auc"], abs=1e-6)  # the same rankings
