@@ -196,9 +196,10 @@ def streamed_grad_sam(
         raise ValueError(f"Need one output gradient per attention call, got {len(calls)} calls, "
                          f"{len(output_gradients)} gradients")
     total: Tensor | None = None
-    for call, gradient in zip(calls, output_gradients, strict=True):
-        layer = _layer_scores(call, gradient, valid_mask.bool(), axis, chunk_size)
-        total = layer if total is None else total + layer
+    with torch.autocast(calls[0].query.device.type, enabled=False):  # float32 blocks, also under mixed precision
+        for call, gradient in zip(calls, output_gradients, strict=True):
+            layer = _layer_scores(call, gradient, valid_mask.bool(), axis, chunk_size)
+            total = layer if total is None else total + layer
     assert total is not None
     num_heads = calls[0].query.shape[1]
     n = valid_mask.to(total.device).sum(dim=1).clamp_min(1).to(total.dtype)
