@@ -123,7 +123,7 @@ def _layer_scores(
             later = torch.arange(width, device=query.device) > torch.arange(start, stop, device=query.device)[:, None]
             logits.masked_fill_(later, torch.finfo(torch.float32).min)
         elif call.mask is not None:
-            mask = call.mask[..., start:stop, :width]
+            mask = call.mask[..., :width] if call.mask.shape[-2] == 1 else call.mask[..., start:stop, :width]
             if mask.dtype == torch.bool:
                 logits.masked_fill_(~mask, torch.finfo(torch.float32).min)
             else:

@@ -29,7 +29,7 @@ from lightning_xai import ExplanationMonitor, explain
 from lightning_xai.capture.base import AttentionCall
 from lightning_xai.capture.hf import STREAMING_IMPLEMENTATION, HFAttentionCapture
 from lightning_xai.errors import LightningXAIError, UnsupportedMethodError
-from lightning_xai.explainers import GradientXInput, GradSAM, Random, streamed_grad_sam
+from lightning_xai.explainers import GradientXInput, GradSAM, Random, grad_sam, streamed_grad_sam
 from lightning_xai.metrics import DeletionAUC
 from lightning_xai.modalities import select
 
@@ -247,3 +247,24 @@ def test_under_bf16_autocast_the_blocks_run_in_float32_and_stay_close_to_the_flo
     with torch.autocast("cpu", dtype=torch.bfloat16):
         mixed = explain(model, inputs, [GradSAM(attention="sdpa")], modality=modality_for(family))["grad_sam"]
     assert_close_to(mixed.relevance, full, tolerance=2e-2)  # measured once: at most 1.1e-2 (eager under bf16: 5.1e-3)
+
+
+@pytest.mark.parametrize("kind", ["bool", "additive"])
+@pytest.mark.parametrize("rows", [1, 5])
+def test_functional_with_masks_broadcast_over_rows_or_not_equals_the_maps(kind, rows):
+    torch.manual_seed(0)
+    q, k, v = torch.randn(2, 4, 5, 3), torch.randn(2, 2, 5, 3), torch.randn(2, 2, 5, 3)  # 4 query heads, 2 kv heads
+    keep = torch.rand(2, 1, rows, 5) > 0.3
+    keep[..., 0] = True  # every row attends somewhere
+    mask = keep if kind == "bool" else torch.zeros(keep.shape).masked_fill(~keep, torch.finfo(torch.float32).min)
+    expanded_k, expanded_v = k.repeat_interleave(2, dim=1), v.repeat_interleave(2, dim=1)
+    logits = (q @ expanded_k.transpose(-1, -2) * 0.7).masked_fill(~keep, torch.finfo(torch.float32).min)
+    attention = logits.softmax(-1)
+    output = (attention @ expanded_v).transpose(1, 2)
+    gradient = torch.randn_like(output)
+    maps_gradient = gradient.transpose(1, 2) @ expanded_v.transpose(-1, -2)
+    valid = torch.tensor([[True] * 5, [True] * 4 + [False]])
+    call = AttentionCall(q, k, v, mask=mask, causal=False, scaling=0.7, output=output)
+    for axis in ("query", "key"):
+        expected = grad_sam([attention], [maps_gradient], valid, axis)
+        torch.testing.assert_close(streamed_grad_sam([call], [gradient], valid, axis, chunk_size=2), expected)
