@@ -1,11 +1,21 @@
 """Cost of each explainer relative to one plain forward+backward, on the bundled MiniLM (batch 32 x 64 tokens).
 
-Prints JSON: per method the median (of 5) time of ``explain(model, batch, [method])`` divided by the median time of
-one plain forward + ``torch.autograd.grad`` of the summed arg-max logits w.r.t. the input embeddings, and the
-shared attention-gradient group (Grad-SAM + raw attention + rollout + GAE in ONE ``explain()`` call) relative to
-Grad-SAM alone. ``--arch llama`` runs the same on a random Llama-style decoder of MiniLM's size (6 layers, hidden
-384, 6 query / 2 key-value heads, RMSNorm, gated MLP, RoPE), read at the last token. Run on a quiet machine:
-``python bench/explainers.py [--repeats 5] [--device cpu] [--arch minilm|llama] [--methods grad_sam legrad ...]``.
+Prints JSON. Every timed call runs round-robin with the others (one call of each per round, ``--repeats`` rounds
+after one warm-up round), so a change in machine load hits all of them alike; per call it reports the median time
+divided by the median time of one plain forward + ``torch.autograd.grad`` of the summed arg-max logits w.r.t. the
+input embeddings, and the spread as the smallest and largest per-round ratio (each round's time over the same
+round's plain forward+backward).
+
+* ``ratio_to_forward_backward``: ``explain(model, batch, [method])``: the method plus the recorded forward every
+  ``explain()`` call shares (``shared_pass``, listed on its own).
+* ``lrp_pass``: the LRP pass alone (``lrp(model, batch, target, ...)`` with a fixed target: one patched forward and
+  one backward), for the defaults, the ``.lxt()`` presets and ``attention="sdpa"``.
+* ``shared_group_over_grad_sam``: Grad-SAM + raw attention + rollout + GAE in ONE ``explain()`` call relative to
+  Grad-SAM alone.
+
+``--arch llama`` runs the same on a random Llama-style decoder of MiniLM's size (6 layers, hidden 384, 6 query / 2
+key-value heads, RMSNorm, gated MLP, RoPE), read at the last token. Run on a quiet machine:
+``python bench/explainers.py [--repeats 5] [--device cpu] [--arch minilm|llama] [--methods grad_sam cp_lrp ...]``.
 """
 
 from __future__ import annotations
@@ -14,6 +24,7 @@ import argparse
 import json
 import statistics
 import time
+from collections.abc import Callable
 
 import torch
 from transformers import AutoModelForSequenceClassification, LlamaConfig, LlamaForSequenceClassification
@@ -25,23 +36,40 @@ from lightning_xai.explainers.attention_shapley import AttentionShapley
 from lightning_xai.explainers.gae import GAE
 from lightning_xai.explainers.gradients import GradientXInput, IntegratedGradients
 from lightning_xai.explainers.legrad import LeGrad
-from lightning_xai.explainers.lrp import AttnLRP, ConservativeLRP
+from lightning_xai.explainers.lrp import AttnLRP, ConservativeLRP, lrp
 from lightning_xai.modalities import TextModality
 from lightning_xai.recipes.bundled import minilm_path
 
 
-def _median_seconds(fn, repeats: int, device: torch.device) -> float:
-    fn()  # warm-up
-    times = []
-    for _ in range(repeats):
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+def interleaved_seconds(calls: dict[str, Callable[[], object]], repeats: int, device: torch.device) -> dict[str, list]:
+    """Per call, its ``repeats`` times (seconds), the calls run round-robin after one warm-up round."""
+    times: dict[str, list[float]] = {name: [] for name in calls}
+    for round_index in range(repeats + 1):
+        for name, call in calls.items():
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            start = time.perf_counter()
+            call()
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            if round_index > 0:  # round 0 warms up (allocator, lazy imports, registrations)
+                times[name].append(time.perf_counter() - start)
+    return times
+
+
+def ratios(times: dict[str, list[float]], base: str = "plain") -> dict[str, dict[str, object]]:
+    """Median time over the median base time, and the smallest/largest same-round ratio."""
+    reference = statistics.median(times[base])
+    result = {}
+    for name, values in times.items():
+        if name == base:
+            continue
+        per_round = [value / plain for value, plain in zip(values, times[base], strict=True)]
+        result[name] = {
+            "median": round(statistics.median(values) / reference, 3),
+            "spread": [round(min(per_round), 3), round(max(per_round), 3)],
+        }
+    return result
 
 
 def main() -> None:
@@ -68,6 +96,8 @@ def main() -> None:
     ids[:, 0], ids[:, -1] = 101, 102
     inputs = {"input_ids": ids.to(device), "attention_mask": torch.ones_like(ids).to(device)}
     modality = TextModality(special_ids=[0, 100, 101, 102, 103], pad_id=0, replacement_id=103)
+    with torch.no_grad():
+        target = model(**inputs).logits.argmax(dim=-1)
 
     def plain() -> None:
         embeddings = model.get_input_embeddings()
@@ -81,40 +111,56 @@ def main() -> None:
             handle.remove()
         torch.autograd.grad(logits.max(dim=-1).values.sum(), captured[0])
 
-    base = _median_seconds(plain, args.repeats, device)
-    methods = [
-        GradSAM(),
-        RawAttention(),
-        Rollout(),
-        GAE(),
-        LeGrad(),
-        LeGrad(start_layer=-2),
-        GradientXInput(),
-        IntegratedGradients(),
-        AttentionShapley(),
-        AttentionShapley(game="max_mutual"),
-        ConservativeLRP(),
-        AttnLRP(),
-    ]
+    methods = {
+        "grad_sam": GradSAM(),
+        "raw_attention": RawAttention(),
+        "rollout": Rollout(),
+        "gae": GAE(),
+        repr(LeGrad()): LeGrad(),
+        repr(LeGrad(start_layer=-2)): LeGrad(start_layer=-2),
+        "gradient_x_input": GradientXInput(),
+        "integrated_gradients": IntegratedGradients(),
+        repr(AttentionShapley()): AttentionShapley(),
+        repr(AttentionShapley(game="max_mutual")): AttentionShapley(game="max_mutual"),
+        "cp_lrp": ConservativeLRP(),
+        "cp_lrp.lxt()": ConservativeLRP.lxt(),
+        "cp_lrp(attention='sdpa')": ConservativeLRP(attention="sdpa"),
+        "attn_lrp": AttnLRP(),
+        "attn_lrp.lxt()": AttnLRP.lxt(),
+        "attn_lrp(attention='sdpa')": AttnLRP(attention="sdpa"),
+    }
     if args.methods is not None:
-        methods = [m for m in methods if m.name in args.methods]
-    results: dict[str, float] = {}
-    for method in methods:
-        key = method.name if not isinstance(method, (LeGrad, AttentionShapley)) else repr(method)
-        seconds = _median_seconds(lambda m=method: explain(model, inputs, [m], modality=modality), args.repeats, device)
-        results[key] = round(seconds / base, 3)
+        methods = {key: m for key, m in methods.items() if m.name in args.methods}
+    calls: dict[str, Callable[[], object]] = {"plain": plain}
+    calls["shared_pass"] = lambda: explain(model, inputs, [], modality=modality)
+    calls.update({key: lambda m=m: explain(model, inputs, [m], modality=modality) for key, m in methods.items()})
+    passes: dict[str, Callable[[], object]] = {}
+    for key, method in methods.items():
+        if isinstance(method, (ConservativeLRP, AttnLRP)):
+            settings = {k: v for k, v in vars(method).items() if not k.startswith("_")}
+            passes[f"pass {key}"] = lambda s=settings, r=method.name: lrp(model, inputs, target, rule=r, **s)
+    calls.update(passes)
     group = [GradSAM(), RawAttention(), Rollout(), GAE()]
-    grad_sam = _median_seconds(lambda: explain(model, inputs, [GradSAM()], modality=modality), args.repeats, device)
-    shared = _median_seconds(lambda: explain(model, inputs, group, modality=modality), args.repeats, device)
-    report = {
+    if "grad_sam" in methods:
+        calls["attention group"] = lambda: explain(model, inputs, group, modality=modality)
+    times = interleaved_seconds(calls, args.repeats, device)
+    measured = ratios(times)
+    report: dict[str, object] = {
         "arch": args.arch,
         "device": str(device),
+        "threads": torch.get_num_threads(),
         "batch": args.batch,
         "tokens": args.tokens,
-        "plain_forward_backward_s": round(base, 5),
-        "ratio_to_forward_backward": results,
-        "shared_group_over_grad_sam": round(shared / grad_sam, 3),
+        "repeats": args.repeats,
+        "plain_forward_backward_s": round(statistics.median(times["plain"]), 5),
+        "shared_pass": measured.pop("shared_pass"),
+        "ratio_to_forward_backward": {key: measured[key]["median"] for key in methods},
+        "spread": {key: measured[key]["spread"] for key in methods},
+        "lrp_pass": {key.removeprefix("pass "): measured[key] for key in passes},
     }
+    if "attention group" in measured:
+        report["shared_group_over_grad_sam"] = round(measured["attention group"]["median"]
+                                                     / measured["grad_sam"]["median"], 3)
     print(json.dumps(report, indent=2))
 
 
