@@ -17,7 +17,13 @@ from lightning_xai.families.albert import AlbertFamily
 from lightning_xai.families.base import CAPABILITIES, ENCODER_LRP_RULES, LRPRule, ModelFamily
 from lightning_xai.families.beit import BeitFamily
 from lightning_xai.families.bert import BertFamily
-from lightning_xai.families.causal_lm import CausalLMFamily, CompletionScorer, explainable_model, is_causal_lm
+from lightning_xai.families.causal_lm import (
+    CausalLMFamily,
+    CompletionScorer,
+    explainable_model,
+    head_refusal,
+    is_causal_lm,
+)
 from lightning_xai.families.clip import ClipVisionFamily, CLIPZeroShotClassifier, ClipZeroShotFamily
 from lightning_xai.families.data2vec_vision import Data2VecVisionFamily
 from lightning_xai.families.deberta import DebertaV2Family
@@ -65,7 +71,7 @@ def resolve_family(model: nn.Module) -> ModelFamily:
             "through lightning_xai.families.CompletionScorer(model) (ExplanationMonitor and lightning_xai.explain "
             "wrap it themselves; the batch must keep its labels, -100 on the prompt)."
         )
-    refusal = _known_refusal(model)
+    refusal = head_refusal(model) or _known_refusal(model)  # a generative decoder without a linear lm_head
     if refusal is not None:
         raise UnsupportedModelError(refusal)
     for cls in _FAMILIES.items().values():

@@ -104,6 +104,48 @@ def is_causal_lm(model: nn.Module) -> bool:
     return callable(get_output) and isinstance(get_output(), nn.Linear)
 
 
+def head_refusal(model: nn.Module) -> str | None:
+    """Why a generative decoder cannot be explained as a causal LM: its output embedding is not a linear ``lm_head``.
+
+    A ``PreTrainedModel`` and ``GenerationMixin`` (not an encoder-decoder) whose ``get_output_embeddings()`` is
+    None (no ``lm_head``) or not an ``nn.Linear`` (a wrapped, quantised or custom head) has no class logits, and
+    the completion's log-probability, the logit lens and the LRP rules all read ``lm_head`` as one linear layer:
+    refused with what to do, before any forward. None for every other model (a causal LM with a linear head
+    included).
+
+    Example:
+        >>> from transformers import LlamaConfig, LlamaForCausalLM
+        >>> lm = LlamaForCausalLM(LlamaConfig(hidden_size=8, intermediate_size=8, num_hidden_layers=1,
+        ...                                   num_attention_heads=2, vocab_size=10))
+        >>> head_refusal(lm) is None
+        True
+        >>> lm.lm_head = torch.nn.Sequential(lm.lm_head)
+        >>> print(head_refusal(lm).split(":")[0].split("is a ")[-1])
+        Sequential, not a torch.nn.Linear
+    """
+    model = unwrap_peft(model)
+    if not isinstance(model, PreTrainedModel) or not isinstance(model, GenerationMixin):
+        return None
+    if isinstance(model, CompletionScorer) or getattr(model.config, "is_encoder_decoder", False):
+        return None
+    get_output = getattr(model, "get_output_embeddings", None)
+    try:
+        head = get_output() if callable(get_output) else None
+    except (NotImplementedError, AttributeError):
+        head = None
+    if isinstance(head, nn.Linear):
+        return None
+    found = "None (no lm_head)" if head is None else f"a {type(head).__name__}, not a torch.nn.Linear"
+    return (
+        f"A {type(model).__name__} is a generative decoder, but its output embedding (get_output_embeddings()) is "
+        f"{found}: it has no class logits, and explaining it as a causal LM (lightning_xai.families.CompletionScorer) "
+        "reads the completion's log-probabilities, the logit lens and the LRP rules through a linear lm_head. What "
+        "to do: explain the model with its plain nn.Linear lm_head (before wrapping, replacing or quantising it; "
+        "get_output_embeddings() must return it), or pass model_getter= returning a model with class logits "
+        "(e.g. a *ForSequenceClassification)."
+    )
+
+
 def completion_rows(labels: Tensor) -> Tensor:
     """``[B, T]`` bool: the rows ``t`` whose logits predict a completion token (``labels[:, t + 1] != -100``).
 
@@ -183,9 +225,12 @@ class CompletionScorer(PreTrainedModel):
     def __init__(self, model: PreTrainedModel) -> None:
         model = unwrap_peft(model)
         if not is_causal_lm(model):
+            reason = head_refusal(model)
             raise TypeError(
-                f"CompletionScorer wraps a HF causal language model (a GenerationMixin with a linear lm_head); got "
-                f"{type(model).__name__}"
+                reason
+                if reason is not None
+                else "CompletionScorer wraps a HF causal language model (a GenerationMixin with a linear lm_head); "
+                f"got {type(model).__name__}"
             )
         config = copy.copy(model.config)  # own names; the LM's modules keep reading the LM's config
         config.id2label = dict(COMPLETION_LABELS)
