@@ -110,6 +110,23 @@ def check_target(target: Target, model: nn.Module | None = None) -> None:
         )
 
 
+def streams_attention(explainers: Sequence[Explainer]) -> bool:
+    """Whether :func:`explain` runs the shared pass of ``explainers`` on the model's sdpa attention (no ``T x T`` map).
+
+    True when one method asks for each attention call's outputs (``"attention_outputs"``, e.g.
+    ``GradSAM(attention="sdpa")``) and none needs the recorded maps or their gradient.
+
+    Example:
+        >>> from lightning_xai.explainers import GradientXInput, GradSAM
+        >>> streams_attention([GradSAM(attention="sdpa"), GradientXInput()]), streams_attention([GradSAM()])
+        (True, False)
+    """
+    requirements = [explainer.requirements() for explainer in explainers]
+    return any("attention_outputs" in needs for needs in requirements) and not any(
+        needs & {"attentions", "attention_gradients"} for needs in requirements
+    )
+
+
 def resolve_modality(
     modality: Modality | str | None, family: ModelFamily, tokenizer: Any | None = None
 ) -> Modality:
@@ -187,10 +204,7 @@ def explain(
     has_input_embeddings = "input_embeddings" not in family.missing_capabilities()
     gradient_source = family.word_embeddings() if has_input_embeddings else family.embeddings_output()
     # the maps are recorded (eager) unless no method needs them and one asks for a pass on sdpa (long inputs)
-    requirements = [explainer.requirements() for explainer in explainers]
-    streamed = any("attention_outputs" in needs for needs in requirements) and not any(
-        needs & {"attentions", "attention_gradients"} for needs in requirements
-    )
+    streamed = streams_attention(explainers)
     results: dict[str, Explanation] = {}
     with gradients_enabled(), eager_forward(model):
         cloned = {key: value.clone() for key, value in inputs.items()}  # inference tensors -> autograd tensors

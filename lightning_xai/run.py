@@ -2,9 +2,9 @@
 
 :func:`explain_probe_set` is what one scheduled validation of :class:`~lightning_xai.ExplanationMonitor` does and
 what ``lightning-xai explain`` does over a whole split: the probe set is explained in chunks (bounded by
-``batch_size`` rows and ``token_budget`` rows x tokens^2, halved on out-of-memory and retried), every chunk's maps
-are scored by the :class:`~lightning_xai.scoring.Scoreboard`, the first ``num_heatmaps`` samples are kept for the
-dashboards, and the result is one :class:`EpochResult`.
+``batch_size`` rows and ``token_budget`` rows x tokens^2, or rows x tokens for a streamed pass; halved on
+out-of-memory and retried), every chunk's maps are scored by the :class:`~lightning_xai.scoring.Scoreboard`, the
+first ``num_heatmaps`` samples are kept for the dashboards, and the result is one :class:`EpochResult`.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from lightning_xai._runtime import ErrorPolicy, is_out_of_memory
 from lightning_xai.capture import eval_mode
 from lightning_xai.errors import LightningXAIError, UnsupportedMethodError
 from lightning_xai.explainers import Explainer, resolve_explainers
-from lightning_xai.explanation_pass import Target, explain
+from lightning_xai.explanation_pass import Target, explain, streams_attention
 from lightning_xai.families import ModelFamily
 from lightning_xai.metrics import ScoringContext, resolve_metrics
 from lightning_xai.modalities import Modality, select
@@ -120,6 +120,27 @@ def label_names(model: nn.Module) -> dict[int, str]:
     return {int(k): str(v) for k, v in id2label.items()}
 
 
+def chunk_rows(explainers: Sequence[Explainer], width: int, batch_size: int, token_budget: int) -> int:
+    """Rows of one explanation chunk: at most ``batch_size``, and ``token_budget`` counted as rows x tokens^2.
+
+    The recorded eager attention and its gradient grow with ``T x T`` per row. When the pass streams instead
+    (:func:`~lightning_xai.explanation_pass.streams_attention`: ``GradSAM(attention="sdpa")``, no method needing the
+    maps) and no method runs its own pass (LRP and integrated gradients do; theirs may record the maps), the
+    explanation's memory grows with ``T``, and the budget counts rows x tokens.
+
+    Example:
+        >>> from lightning_xai.explainers import AttnLRP, GradSAM
+        >>> budget = 32 * 128 * 128
+        >>> chunk_rows([GradSAM()], 2048, 32, budget), chunk_rows([GradSAM(attention="sdpa")], 2048, 32, budget)
+        (1, 32)
+        >>> chunk_rows([GradSAM(attention="sdpa"), AttnLRP()], 512, 32, budget)  # LRP's own pass: rows x T^2
+        2
+    """
+    linear = streams_attention(explainers) and not any("own_pass" in e.requirements() for e in explainers)
+    cost = width if linear else width * width
+    return max(1, min(batch_size, token_budget // cost))
+
+
 def explain_probe_set(
     model: nn.Module,
     probe: ProbeData,
@@ -151,7 +172,8 @@ def explain_probe_set(
         device: where the chunks run.
         target: class to explain: ``"predicted"``, ``"label"`` or a class index.
         batch_size: most probe samples per explanation pass.
-        token_budget: most ``rows x tokens^2`` per explanation pass (attention memory grows with it).
+        token_budget: most ``rows x tokens^2`` per explanation pass (attention memory grows with it); rows x tokens
+            when the pass streams the attention (see :func:`chunk_rows`).
         num_heatmaps: how many of the first probe samples are kept for dashboards.
         keep_samples: keep dashboard samples and relevance histograms (False on ranks other than zero).
         previous_maps: the previous validation's maps of the same probe set (stability), when there is one.
@@ -171,7 +193,7 @@ def explain_probe_set(
     relevance: dict[str, list[np.ndarray]] = {}
     total = len(probe)
     width = modality.num_tokens(probe.inputs) if total else 1
-    start, size = 0, max(1, min(batch_size, token_budget // (width * width)))
+    start, size = 0, chunk_rows(explainers, width, batch_size, token_budget)
 
     def forward(inputs: ModelInputs) -> Tensor:
         return logits_of(model(**inputs))

@@ -85,7 +85,10 @@ class ExplanationMonitor(*_CALLBACK_BASES):  # type: ignore[misc]
         removal: how metrics remove tokens unless a metric says otherwise (None: the family's default: the mask token
             for encoders, the attention mask for decoders, which have no mask token; vision: a baseline).
         token_budget: most ``rows x tokens^2`` per explanation chunk (attention memory; default 32 rows of 128
-            tokens, 2 of 512). Metrics' perturbation forwards are bounded by their ``max_batch_size``/``max_tokens``.
+            tokens, 2 of 512); ``rows x tokens`` when the pass streams the attention (``GradSAM(attention=
+            "sdpa")`` with methods that need no map and run no pass of their own, e.g. gradient x input, Random;
+            see :func:`lightning_xai.run.chunk_rows`).
+            Metrics' perturbation forwards are bounded by their ``max_batch_size``/``max_tokens``.
 
     Under DDP every rank explains its own shard and torchmetrics reduces the metrics; sharded training (FSDP,
     ``fully_shard``, DeepSpeed ZeRO-3) is refused at ``setup`` with what to do instead.
