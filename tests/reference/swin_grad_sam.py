@@ -1,9 +1,10 @@
 """Slow reference of Grad-SAM on Swin, from coordinates: every window position located by hand.
 
-Runs the model with eager attention, keeping what each block's attention module returns (the maps that multiply
-the values; transformers' ``output_attentions`` returns one map per stage only), takes ``d logit / d A`` per layer, then for every window position works out which token it holds from the
-layer's padding, cyclic shift (``torch.roll`` by ``-shift``) and window size, and spreads each stage token's score
-over the input tokens it covers (``2^level x 2^level``, clipped at the grid's edge).
+Runs the model with eager attention, keeping what each block's attention module returns (the maps that multiply the
+values; transformers' ``output_attentions`` returns one map per stage only), takes ``d logit / d A`` per layer, then
+for every window position works out which token it holds from the layer's padding, cyclic shift (``torch.roll`` by
+``-shift``) and window size, and spreads each stage token's score over the input tokens it covers (``2^level x
+2^level``, clipped at the grid's edge).
 """
 
 import torch
