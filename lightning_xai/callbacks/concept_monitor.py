@@ -12,7 +12,7 @@ import math
 import re
 import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Literal
+from typing import Any, Literal, Protocol, runtime_checkable
 
 import torch
 from lightning.pytorch.trainer.states import TrainerFn
@@ -40,11 +40,39 @@ from lightning_xai.sinks import Sink, sinks_for
 from lightning_xai.types import Explanation, ModelInputs, logits_of
 from lightning_xai.viz.render import render_sample
 
-__all__ = ["ConceptMonitor", "ConceptSet"]
+__all__ = ["ConceptMonitor", "ConceptSet", "ConceptSource"]
 
 #: A concept set: sentences or word lists (text models), or images ``[n, C, H, W]`` in the model's input space
 #: (vision models).
 ConceptSet = Sequence[str] | Sequence[Sequence[str]] | Tensor
+
+
+@runtime_checkable
+class ConceptSource(Protocol):
+    """Builds concept sets on demand: what a YAML recipe passes as ``concepts`` where tensors cannot be written.
+
+    Any object with these two methods will do (e.g. :class:`lightning_xai.recipes.DigitConcepts`, which
+    jsonargparse / LightningCLI instantiate from ``class_path`` / ``init_args``). :class:`ConceptMonitor` calls both
+    once, at construction, and checks what they return like sets given directly.
+
+    Example:
+        >>> class Two:
+        ...     def concept_sets(self):
+        ...         return {"a": ["a b", "a c"], "b": ["b c", "b d"]}
+        ...     def negative_set(self):
+        ...         return None
+        >>> isinstance(Two(), ConceptSource), ConceptMonitor(Two()).concept_names
+        (True, ['a', 'b'])
+    """
+
+    def concept_sets(self) -> Mapping[str, ConceptSet]:
+        """Concept name -> its examples (as :class:`ConceptMonitor`'s ``concepts``)."""
+        ...
+
+    def negative_set(self) -> ConceptSet | None:
+        """The negative/random set, used when the monitor is given no ``negatives``; None: none."""
+        ...
+
 
 _NAME = re.compile(r"^[A-Za-z0-9_.\-]+$")
 
@@ -112,9 +140,11 @@ class ConceptMonitor(*_CALLBACK_BASES):  # type: ignore[misc]
     Args:
         concepts: concept name -> its examples: sentences or word lists (tokenized as pre-split words) for text
             models, images ``[n, C, H, W]`` (already preprocessed like the model's inputs) for vision models; at
-            least 2 examples each. Names may hold letters, digits, ``_``, ``-`` and ``.``.
-        negatives: a random/negative set of the same kind; None: relative CAVs against the other concepts (then at
-            least two concepts are needed).
+            least 2 examples each. Names may hold letters, digits, ``_``, ``-`` and ``.``. Or a
+            :class:`ConceptSource` that builds them (how a YAML recipe gives image sets, e.g.
+            :class:`lightning_xai.recipes.DigitConcepts`); its ``negative_set()`` is used when ``negatives`` is None.
+        negatives: a random/negative set of the same kind; None: the source's negative set, else relative CAVs
+            against the other concepts (then at least two concepts are needed).
         layers: block indices to score (0-based, negative from the end); None: every block.
         classes: classes to report; None: every class present in the probe set.
         num_samples: probe samples (from the first validation dataloader).
@@ -149,7 +179,7 @@ class ConceptMonitor(*_CALLBACK_BASES):  # type: ignore[misc]
 
     def __init__(
         self,
-        concepts: Mapping[str, ConceptSet],
+        concepts: Mapping[str, ConceptSet] | ConceptSource,
         negatives: ConceptSet | None = None,
         layers: Sequence[int] | None = None,
         classes: Sequence[int] | None = None,
@@ -184,8 +214,22 @@ class ConceptMonitor(*_CALLBACK_BASES):  # type: ignore[misc]
                 raise ValueError(f"{arg} must be an integer >= {minimum}; got {value!r}")
         if target not in ("label", "predicted"):
             raise ValueError(f"target must be 'label' or 'predicted'; got {target!r}")
+        self.source: ConceptSource | None = None
+        if not isinstance(concepts, Mapping) and isinstance(concepts, ConceptSource):
+            self.source = concepts
+            concepts = concepts.concept_sets()
+            if negatives is None:
+                negatives = self.source.negative_set()
+            if not isinstance(concepts, Mapping):
+                raise ValueError(
+                    f"{type(self.source).__name__}.concept_sets() must return a mapping {{concept name: examples}}; "
+                    f"got {_describe(concepts)}"
+                )
         if not isinstance(concepts, Mapping) or not concepts:
-            raise ValueError("concepts must be a non-empty mapping {concept name: examples}")
+            raise ValueError(
+                "concepts must be a non-empty mapping {concept name: examples} or a ConceptSource (an object with "
+                f"concept_sets() and negative_set()); got {_describe(concepts)}"
+            )
         kinds = set()
         for name, examples in concepts.items():
             if not isinstance(name, str) or not _NAME.match(name):

@@ -6,6 +6,7 @@ blocks live in :mod:`lightning_xai.recipes.data`.
 """
 
 from lightning_xai.recipes.bundled import minilm_path, sentiment_csv_path
+from lightning_xai.recipes.concepts import DIGIT_CONCEPTS, DigitConcepts
 from lightning_xai.recipes.data import (
     SENTIMENT_LABELS,
     DigitsDataModule,
@@ -30,6 +31,8 @@ from lightning_xai.recipes.shortcut import ShortcutDataModule, generate_shortcut
 from lightning_xai.recipes.text_classifier import TextClassifier
 
 __all__ = [
+    "DIGIT_CONCEPTS",
+    "DigitConcepts",
     "SENTIMENT_LABELS",
     "CausalLMFineTuner",
     "RetrievalDataModule",
