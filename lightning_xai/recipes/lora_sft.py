@@ -24,8 +24,9 @@ from lightning.pytorch import LightningDataModule, LightningModule
 from torch import Tensor
 from torch.utils.data import DataLoader
 
-from lightning_xai.families.causal_lm import IGNORE_INDEX, completion_rows
+from lightning_xai.families.causal_lm import IGNORE_INDEX
 from lightning_xai.recipes._optim import SCHEDULES, adamw_with_schedule
+from lightning_xai.recipes.retrieval import completion_accuracy
 
 __all__ = ["InstructionDataModule", "LoRASFTModule", "encode_sft_example", "prompt_text"]
 
@@ -317,16 +318,10 @@ class LoRASFTModule(LightningModule):
     def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
         """Loss and teacher-forced completion accuracy."""
         out = self._forward(batch)
-        labels = batch["labels"]
-        rows = completion_rows(labels)
-        targets = torch.zeros_like(labels)
-        targets[:, :-1] = labels[:, 1:]
-        wrong = (out.logits.argmax(dim=-1) != targets) & rows
-        scored = rows.any(dim=1)
-        correct = (~wrong.any(dim=1) & scored).float().sum() / scored.float().sum().clamp_min(1)
-        size = labels.shape[0]
+        size = batch["labels"].shape[0]
         self.log("val_loss", out.loss, prog_bar=True, batch_size=size)
-        self.log("val_completion_accuracy", correct, prog_bar=True, batch_size=size)
+        accuracy = completion_accuracy(out.logits, batch["labels"])
+        self.log("val_completion_accuracy", accuracy, prog_bar=True, batch_size=size)
 
     def configure_optimizers(self) -> dict[str, Any]:
         """AdamW over the adapters with warmup and decay (per step)."""

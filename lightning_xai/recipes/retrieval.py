@@ -48,6 +48,7 @@ __all__ = [
     "CausalLMFineTuner",
     "RetrievalDataModule",
     "RetrievalExample",
+    "completion_accuracy",
     "generate_retrieval_examples",
     "retrieval_tokenizer",
     "retrieval_vocabulary",
@@ -89,6 +90,25 @@ def retrieval_tokenizer(num_keys: int, num_values: int) -> Any:
         tokenizer_object=backend, pad_token="<pad>", unk_token="<unk>", bos_token="<s>", eos_token="</s>"
     )
 
+
+
+def completion_accuracy(logits: Tensor, labels: Tensor) -> Tensor:
+    """Fraction of the samples with a completion whose every completion token is the arg-max (teacher forced).
+
+    Row ``t`` of ``logits`` predicts ``labels[:, t + 1]`` (HF's shift); samples without completion tokens do not count.
+
+    Example:
+        >>> labels = torch.tensor([[-100, 3, 4], [-100, 3, 4]])
+        >>> logits = torch.nn.functional.one_hot(torch.tensor([[3, 4, 0], [3, 1, 0]]), 5).float()
+        >>> completion_accuracy(logits, labels).item()
+        0.5
+    """
+    rows = completion_rows(labels)
+    targets = torch.zeros_like(labels)
+    targets[:, :-1] = labels[:, 1:]
+    wrong = (logits.argmax(dim=-1) != targets) & rows
+    scored = rows.any(dim=1)
+    return (~wrong.any(dim=1) & scored).float().sum() / scored.float().sum().clamp_min(1)
 
 @dataclass(frozen=True)
 class RetrievalExample:
@@ -284,15 +304,8 @@ class CausalLMFineTuner(LightningModule):
     def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
         """Loss and teacher-forced completion accuracy."""
         out = self._forward(batch)
-        labels = batch["labels"]
-        rows = completion_rows(labels)
-        targets = torch.zeros_like(labels)
-        targets[:, :-1] = labels[:, 1:]
-        wrong = (out.logits.argmax(dim=-1) != targets) & rows
-        scored = rows.any(dim=1)
-        correct = (~wrong.any(dim=1) & scored).float().sum() / scored.float().sum().clamp_min(1)
         self.log("val_loss", out.loss, prog_bar=True)
-        self.log("val_completion_accuracy", correct, prog_bar=True)
+        self.log("val_completion_accuracy", completion_accuracy(out.logits, batch["labels"]), prog_bar=True)
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         """AdamW at a constant learning rate."""
