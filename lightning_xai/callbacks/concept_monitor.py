@@ -15,11 +15,11 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal, Protocol, runtime_checkable
 
 import torch
-from lightning.pytorch.trainer.states import TrainerFn
 from torch import Tensor, nn
 
 from lightning_xai import _runtime as runtime
-from lightning_xai.adapters import AdaptedBatch, as_adapted, default_batch_adapter, default_model_getter
+from lightning_xai.adapters import AdaptedBatch, default_model_getter
+from lightning_xai.callbacks._probe_hooks import ProbeHooks
 from lightning_xai.callbacks.explanation_monitor import _CALLBACK_BASES
 from lightning_xai.concepts.ttcav import (
     ConceptVectors,
@@ -116,7 +116,7 @@ def _check_set(name: str, examples: object) -> str:
     return kind
 
 
-class ConceptMonitor(*_CALLBACK_BASES):  # type: ignore[misc]
+class ConceptMonitor(ProbeHooks, *_CALLBACK_BASES):  # type: ignore[misc]
     """Track attention-weighted TCAV scores (TTCAV, Eggen et al. 2025) during validation.
 
     At the end of every scheduled validation the CAVs of every concept are refitted on the current model (from the
@@ -370,19 +370,6 @@ class ConceptMonitor(*_CALLBACK_BASES):  # type: ignore[misc]
 
     # ------------------------------------------------------------------------------------------------ hooks
 
-    def on_validation_batch_end(
-        self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int, dataloader_idx: int = 0
-    ) -> None:
-        """Collect probe samples from the first dataloader until ``num_samples`` are held (once per run)."""
-        if trainer.sanity_checking or dataloader_idx != 0 or self._disabled_reason is not None or self.probe.full:
-            return
-        try:
-            adapted = as_adapted(self.batch_adapter(batch)) if self.batch_adapter else default_batch_adapter(batch)
-        except LightningXAIError as error:
-            self._disable(str(error), error)
-            return
-        self.probe.add(adapted)
-
     def on_validation_epoch_end(self, trainer: Any, pl_module: Any) -> None:
         """Refit the CAVs, score the probe set, log the scores and p-values."""
         if trainer.sanity_checking or self._disabled_reason is not None:
@@ -540,20 +527,3 @@ class ConceptMonitor(*_CALLBACK_BASES):  # type: ignore[misc]
         self.history = {int(k): dict(v) for k, v in state_dict.get("history", {}).items()}
         if runtime.world_size() == 1:
             self.probe.load_state_dict(state_dict)
-
-    def _scheduled(self, trainer: Any) -> bool:
-        if getattr(getattr(trainer, "state", None), "fn", None) != TrainerFn.FITTING:
-            return True
-        return (int(trainer.current_epoch) + 1) % self.every_n_epochs == 0
-
-    def _tokenizer(self, trainer: Any, pl_module: Any) -> Any | None:
-        for source in (self, getattr(trainer, "datamodule", None), pl_module):
-            if getattr(source, "tokenizer", None) is not None:
-                return source.tokenizer
-        return None
-
-    def _disable(self, reason: str, error: BaseException) -> None:
-        if self.on_error == "raise":
-            raise error
-        self._disabled_reason = reason
-        self.policy.warn_once("disabled", f"ConceptMonitor is disabled for this run: {reason}")

@@ -12,13 +12,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from lightning.pytorch.trainer.states import TrainerFn
 from torch import nn
 from torchmetrics import Metric
 
 from lightning_xai import _runtime as runtime
 from lightning_xai import run as engine
-from lightning_xai.adapters import AdaptedBatch, as_adapted, default_batch_adapter, default_model_getter
+from lightning_xai.adapters import AdaptedBatch, default_model_getter
+from lightning_xai.callbacks._probe_hooks import ProbeHooks
 from lightning_xai.errors import LightningXAIError
 from lightning_xai.explainers import Explainer, GradSAM, Random
 from lightning_xai.explanation_pass import Target, check_target
@@ -42,7 +42,7 @@ except ImportError:  # pragma: no cover - pytorch_lightning is optional
     _PLCallback = None  # type: ignore[assignment,misc]
 _CALLBACK_BASES: tuple[type, ...] = tuple(b for b in (_LightningCallback, _PLCallback) if b is not None)
 
-class ExplanationMonitor(*_CALLBACK_BASES):  # type: ignore[misc]
+class ExplanationMonitor(ProbeHooks, *_CALLBACK_BASES):  # type: ignore[misc]
     """Track explanation quality during validation: maps, faithfulness scalars and heatmaps.
 
     The probe set is the first ``num_samples`` samples of the first validation dataloader (after the sanity check),
@@ -213,20 +213,9 @@ class ExplanationMonitor(*_CALLBACK_BASES):  # type: ignore[misc]
                                     self.run_id) if self.write_files else None
         self._sinks = sinks_for(trainer.loggers, files_dir, self.run_id) if trainer.is_global_zero else []
 
-    def on_validation_batch_end(
-        self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int, dataloader_idx: int = 0
-    ) -> None:
-        """Collect probe samples from the first dataloader until ``num_samples`` are held (once per run)."""
-        if trainer.sanity_checking or dataloader_idx != 0 or self._disabled_reason is not None or self.probe.full:
-            return
-        try:
-            adapted = as_adapted(self.batch_adapter(batch)) if self.batch_adapter else default_batch_adapter(batch)
-            if self._family is not None:
-                adapted = self._family.adapt_batch(adapted)
-        except LightningXAIError as error:
-            self._disable(str(error), error)
-            return
-        self.probe.add(adapted)
+    def _adapt_batch(self, adapted: AdaptedBatch) -> AdaptedBatch:
+        """The family's view of the batch (a causal LM moves its labels into the inputs)."""
+        return self._family.adapt_batch(adapted) if self._family is not None else adapted
 
     def on_validation_epoch_end(self, trainer: Any, pl_module: Any) -> None:
         """Explain the probe set, log the scores and the heatmaps."""
@@ -290,19 +279,6 @@ class ExplanationMonitor(*_CALLBACK_BASES):  # type: ignore[misc]
         if self.probe.load_state_dict(state_dict):
             self._previous_maps = engine.maps_from_state(state_dict.get("previous_maps", {}))
 
-    def _scheduled(self, trainer: Any) -> bool:
-        """Every validation outside ``fit``; every ``every_n_epochs``-th epoch during ``fit``."""
-        if getattr(getattr(trainer, "state", None), "fn", None) != TrainerFn.FITTING:
-            return True
-        return (int(trainer.current_epoch) + 1) % self.every_n_epochs == 0
-
-    def _tokenizer(self, trainer: Any, pl_module: Any) -> Any | None:
-        """``tokenizer=``, else ``datamodule.tokenizer``, else ``pl_module.tokenizer``."""
-        for source in (self, getattr(trainer, "datamodule", None), pl_module):
-            if getattr(source, "tokenizer", None) is not None:
-                return source.tokenizer
-        return None
-
     def _log(self, trainer: Any, pl_module: Any, result: engine.EpochResult) -> dict[str, float]:
         """``pl_module.log`` every finite value (skipped-sample counts included); record them in :attr:`history`."""
         logged: dict[str, float] = {}
@@ -313,12 +289,6 @@ class ExplanationMonitor(*_CALLBACK_BASES):  # type: ignore[misc]
             logged[key] = float(value)
         self.history[int(trainer.current_epoch)] = logged
         return logged
-
-    def _disable(self, reason: str, error: BaseException) -> None:
-        if self.on_error == "raise":
-            raise error
-        self._disabled_reason = reason
-        self.policy.warn_once("disabled", f"ExplanationMonitor is disabled for this run: {reason}")
 
 
 # default_model_getter: its historical import path.
