@@ -151,7 +151,8 @@ class ConceptMonitor(ProbeHooks, *_CALLBACK_BASES):  # type: ignore[misc]
         num_cavs: CAVs per concept and layer (50 in the paper; fewer keep monitoring cheap).
         num_random_cavs: random CAVs per layer for the two-sample test (0: no such test).
         num_heatmaps: probe samples whose ``D`` maps are logged as images (0: none).
-        heatmap_layers: the layers with heatmaps (None: every scored layer).
+        heatmap_layers: the layers with heatmaps (None: every scored layer). A layer whose maps are 0 on every
+            content token (the last block of an encoder read at its prediction row) is not drawn, with a warning.
         every_n_epochs: score every n-th epoch during ``fit`` (always under ``validate``).
         target: each probe sample is scored for its ``"label"`` (the authors: images of the target class) or its
             ``"predicted"`` class.
@@ -461,12 +462,23 @@ class ConceptMonitor(ProbeHooks, *_CALLBACK_BASES):  # type: ignore[misc]
             weighted = item.weighted.cpu()
             _valid, special = modality.token_masks(inputs, weighted.shape[-1])
             offset = 0
+            content = item.valid.cpu() & ~special.cpu()
             for name in names:
                 size = vectors.concepts[name][layer].shape[0]
                 relevance = weighted[:, offset : offset + size].mean(1)
                 offset += size
                 method = f"{name}/layer_{layer}"
+                if not bool((relevance.abs() * content).amax() > 0):  # a blank image would read as "no sensitivity"
+                    self.policy.warn_once(
+                        f"blank heatmap {method}",
+                        f"TTCAV heatmaps of '{name}' at layer {layer} are not drawn: D is 0 on every content token "
+                        "of every heatmap sample (at the last block only the prediction row reaches the head, so the "
+                        "other tokens' directional derivatives are 0). Pick an earlier block in heatmap_layers.",
+                    )
+                    continue
                 maps[method] = Explanation(method, relevance, item.valid.cpu(), special.cpu(), classes, signed=True)
+        if not maps:
+            return []
         label_name = label_names(self._model)
         return [
             ProbeSample(

@@ -37,7 +37,8 @@ def test_text_fit_logs_ttcav_keys_equal_to_a_direct_computation(tmp_path, tokeni
     monitor = ConceptMonitor({"good": GOOD, "other": OTHER}, num_samples=12, num_cavs=3, num_random_cavs=2,
                              batch_size=5, layers=[0, -1])  # fmt: skip
     trainer = _trainer(pl, tmp_path, [monitor])
-    trainer.fit(module, train, val)
+    with pytest.warns(UserWarning, match="TTCAV heatmaps of 'good' at layer 1 are not drawn: D is 0 on every content"):
+        trainer.fit(module, train, val)
     assert sorted(monitor.history) == [0, 1]  # the sanity check is not scored
     logged = monitor.history[1]
     for concept in ("good", "other"):
@@ -51,14 +52,14 @@ def test_text_fit_logs_ttcav_keys_equal_to_a_direct_computation(tmp_path, tokeni
     assert logged["xai/ttcav/cost/seconds"] > 0
     assert all(LogKeys().parse(key) is None for key in logged)  # never read as an explainer's metric
 
-    # heatmaps of D: the first 2 probe samples, each concept and layer, every epoch
+    # heatmaps of D: the first 2 probe samples, each concept, every epoch; not at the last block, where D is 0 on
+    # every token but [CLS] (only the prediction row reaches the head): warned above instead of drawn blank
     events = EventAccumulator(str(tmp_path / "run" / "version_0"), size_guidance={"images": 0})
     events.Reload()
     tags = set(events.Tags()["images"])
-    expected_tags = {f"xai/ttcav/{c}/layer_{layer}/heatmap/sample_{i:02d}" for c in ("good", "other")
-                     for layer in (0, 1) for i in (0, 1)}  # fmt: skip
+    expected_tags = {f"xai/ttcav/{c}/layer_0/heatmap/sample_{i:02d}" for c in ("good", "other") for i in (0, 1)}
     assert tags == expected_tags
-    assert len(events.Images("xai/ttcav/good/layer_1/heatmap/sample_00")) == 2
+    assert len(events.Images("xai/ttcav/good/layer_0/heatmap/sample_00")) == 2
 
     # the last epoch recomputed directly: the first 12 validation samples, final weights, the same CAV seeds
     rows = [val.dataset[i] for i in range(12)]
@@ -82,13 +83,14 @@ def test_vision_fit_with_negatives_logs_the_keys(tmp_path):
     bright = torch.randn(4, 3, IMAGE_SIZE, IMAGE_SIZE, generator=g) + 2.0
     noise = torch.randn(6, 3, IMAGE_SIZE, IMAGE_SIZE, generator=g)
     monitor = ConceptMonitor({"bright": bright}, negatives=noise, num_samples=8, num_cavs=2, num_random_cavs=2,
-                             layers=[1], classes=[1])  # fmt: skip
+                             layers=[0, 1], heatmap_layers=[0], classes=[1])  # fmt: skip
     _trainer(pl, tmp_path, [monitor], max_epochs=1).fit(module, train, val)
-    assert "xai/ttcav/bright/1/layer_1" in monitor.history[0]
+    assert {"xai/ttcav/bright/1/layer_0", "xai/ttcav/bright/1/layer_1"} <= set(monitor.history[0])
     assert not any("/0/" in key for key in monitor.history[0])  # classes=[1]
-    assert {s.layer for s in monitor.last_scores} == {1}
+    assert {s.layer for s in monitor.last_scores} == {0, 1}
     samples = monitor.heatmap_samples(monitor.last_vectors)  # D on the 4 x 4 patch grid ([CLS] dropped)
-    assert len(samples) == 2 and samples[0].maps["bright/layer_1"].shape == (4, 4) and samples[0].image is not None
+    assert len(samples) == 2 and samples[0].maps["bright/layer_0"].shape == (4, 4) and samples[0].image is not None
+    assert set(samples[0].maps) == {"bright/layer_0"} and abs(samples[0].maps["bright/layer_0"]).max() > 0
 
 
 @pytest.mark.parametrize(

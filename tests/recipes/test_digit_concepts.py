@@ -14,7 +14,7 @@ from lightning_xai.recipes import DigitConcepts, DigitsDataModule
 RECIPES = Path(__file__).resolve().parents[2] / "recipes"
 TINY_VIT = [
     "--model.init_args.hidden_size=16",
-    "--model.init_args.num_layers=1",
+    "--model.init_args.num_layers=2",
     "--model.init_args.num_heads=2",
     "--data.init_args.batch_size=16",
 ]
@@ -137,7 +137,7 @@ def test_the_recipe_logs_the_concept_keys(tmp_path, monkeypatch):
     scalars = set(events.Tags()["scalars"])
     scores = {t for t in scalars if t.startswith("xai/ttcav/") and t.count("/") == 4}
     assert {t.split("/")[2] for t in scores} == {"thick", "inverted"}
-    assert {t.split("/")[4] for t in scores} == {"layer_0"}  # the stand-in's one block
+    assert {t.split("/")[4] for t in scores} == {"layer_0", "layer_1"}  # the stand-in's two blocks
     assert "xai/ttcav/cost/seconds" in scalars
     assert any(t.endswith("/p_value_random") for t in scalars)
     images = set(events.Tags()["images"])
