@@ -8,10 +8,11 @@ process, so each peak is its own:
                           the reference of the ratios)
   * ``grad_sam``:         ``explain(model, inputs, [GradSAM()])`` (every layer's maps and their gradients recorded)
   * ``grad_sam_sdpa``:    ``explain(..., [GradSAM(attention="sdpa")])`` (the pass on sdpa, maps rebuilt in row blocks)
-  * ``gxi``:              ``explain(..., [GradientXInput()])`` (the shared pass records the eager maps)
+  * ``gxi``:              ``explain(..., [GradientXInput()])`` (reads no maps: the shared pass runs on sdpa)
   * ``gxi_sdpa``:         ``explain(..., [GradSAM(attention="sdpa"), GradientXInput()])`` (both on the sdpa pass)
   * ``cp_lrp_sdpa``, ``attn_lrp_sdpa``: ``explain(..., [ConservativeLRP(attention="sdpa")])`` /
-                          ``[AttnLRP(attention="sdpa")]`` (their own pass on sdpa, after the shared recorded pass)
+                          ``[AttnLRP(attention="sdpa")]`` (their own pass on sdpa, after the shared pass, which
+                          reads no maps and runs on sdpa without autograd)
   * ``attn_lrp_sdpa_alone``: ``attn_lrp(model, inputs, attention="sdpa")``, the functional without the shared pass
 
 Memory: one process per case and length, the peak resident set size during one run minus the resident size just

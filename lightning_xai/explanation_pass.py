@@ -15,7 +15,7 @@ from typing import Any, Literal
 import torch
 from torch import Tensor, nn
 
-from lightning_xai.capture.base import eager_forward, first_tensor, with_first
+from lightning_xai.capture.base import AttentionCapture, eager_forward, first_tensor, with_first
 from lightning_xai.errors import LightningXAIError, NonFiniteExplanationError
 from lightning_xai.explainers import resolve_explainers
 from lightning_xai.explainers.base import Explainer, ForwardPass
@@ -110,20 +110,52 @@ def check_target(target: Target, model: nn.Module | None = None) -> None:
         )
 
 
-def streams_attention(explainers: Sequence[Explainer]) -> bool:
+#: What only a recorded (eager) pass provides: every layer's maps, their gradients and every layer's output.
+RECORDED_ONLY: frozenset[str] = frozenset({"attentions", "attention_gradients", "hidden_states"})
+#: What a method reads through the shared pass's autograd graph (a gradient of its logits).
+_THROUGH_GRAPH: frozenset[str] = frozenset(
+    {"attention_gradients", "attention_outputs", "hidden_states", "head_readout", "input_embeddings"}
+)
+
+
+def streams_attention(explainers: Sequence[Explainer], capture: AttentionCapture | None = None) -> bool:
     """Whether :func:`explain` runs the shared pass of ``explainers`` on the model's sdpa attention (no ``T x T`` map).
 
-    True when one method asks for each attention call's outputs (``"attention_outputs"``, e.g.
-    ``GradSAM(attention="sdpa")``) and none needs the recorded maps or their gradient.
+    Never when a method needs the recorded maps, their gradients or every layer's output (:data:`RECORDED_ONLY`).
+    Otherwise yes when a method asks for each attention call's outputs (``"attention_outputs"``, e.g.
+    ``GradSAM(attention="sdpa")``), and, given the model's ``capture``, whenever it can stream: then methods that
+    run their own pass (LRP, integrated gradients) or read only the input embeddings (gradient x input) never pay
+    for maps nobody reads (issue 13: their memory grows with ``T``, not ``T^2``).
 
     Example:
         >>> from lightning_xai.explainers import GradientXInput, GradSAM
         >>> streams_attention([GradSAM(attention="sdpa"), GradientXInput()]), streams_attention([GradSAM()])
         (True, False)
+        >>> streams_attention([GradientXInput()])  # without the capture: only when a method asks for it
+        False
     """
     requirements = [explainer.requirements() for explainer in explainers]
-    return any("attention_outputs" in needs for needs in requirements) and not any(
-        needs & {"attentions", "attention_gradients"} for needs in requirements
+    if any(needs & RECORDED_ONLY for needs in requirements):
+        return False
+    if any("attention_outputs" in needs for needs in requirements):
+        return True
+    return capture is not None and capture.streaming_refusal(capture.model) is None
+
+
+def needs_shared_graph(explainers: Sequence[Explainer]) -> bool:
+    """Whether a method differentiates the shared pass (else that pass runs without autograd, like a metric forward).
+
+    Methods that run their own pass (LRP, integrated gradients) read only the shared pass's logits and values;
+    raw attention, rollout, attention-Shapley's attention game and Random read only values.
+
+    Example:
+        >>> from lightning_xai.explainers import AttnLRP, GradientXInput, RawAttention
+        >>> needs_shared_graph([AttnLRP(), RawAttention()]), needs_shared_graph([AttnLRP(), GradientXInput()])
+        (False, True)
+    """
+    return any(
+        "own_pass" not in needs and needs & _THROUGH_GRAPH
+        for needs in (explainer.requirements() for explainer in explainers)
     )
 
 
@@ -164,10 +196,11 @@ def explain(
     ``.grad`` is touched. Works inside ``torch.inference_mode()``. A method the model's family cannot serve (say
     LeGrad on a model without a head read-out) is refused before any forward, never answered with a silent map.
 
-    The shared forward records every layer's attention maps (the model's eager attention), unless no method needs
-    them and one asks for a pass on the model's sdpa attention (``"attention_outputs"``, e.g.
-    ``GradSAM(attention="sdpa")`` for long inputs): that pass keeps each attention call's q, k, v and output
-    instead, and the other methods of the call (gradient x input, ...) read it too.
+    The shared forward records every layer's attention maps (the model's eager attention) when a method reads
+    them; otherwise, where the model's capture can, it runs on the model's sdpa attention and keeps each attention
+    call's q, k, v and output instead (:func:`streams_attention`): ``GradSAM(attention="sdpa")``, gradient x input,
+    LRP and integrated gradients then never form a ``T x T`` map in it. When no method differentiates the shared
+    pass (LRP, integrated gradients, raw attention, Random: :func:`needs_shared_graph`) it runs without autograd.
 
     Args:
         model: a model of a registered family (see :func:`lightning_xai.families.resolve_family`).
@@ -203,13 +236,15 @@ def explain(
     # grad so that attention stays differentiable with frozen parameters
     has_input_embeddings = "input_embeddings" not in family.missing_capabilities()
     gradient_source = family.word_embeddings() if has_input_embeddings else family.embeddings_output()
-    # the maps are recorded (eager) unless no method needs them and one asks for a pass on sdpa (long inputs)
-    streamed = streams_attention(explainers)
+    # the maps are recorded (eager) only when a method reads them; otherwise the pass runs on sdpa (memory ~ T)
+    streamed = streams_attention(explainers, capture)
+    # without a method that differentiates it, the shared pass only gives the logits (the target) and values
+    graph = torch.enable_grad() if needs_shared_graph(explainers) else torch.no_grad()
     results: dict[str, Explanation] = {}
     with gradients_enabled(), eager_forward(model):
         cloned = {key: value.clone() for key, value in inputs.items()}  # inference tensors -> autograd tensors
         recording = capture.stream() if streamed else capture.record()
-        with recording as record, recorded_input_embeddings(model, gradient_source) as embeddings:
+        with recording as record, recorded_input_embeddings(model, gradient_source) as embeddings, graph:
             logits = logits_of(model(**cloned))
         if logits.dim() != 2:
             raise LightningXAIError(

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import torch
 from torch import Tensor, nn
 
+from lightning_xai.errors import LightningXAIError
 from lightning_xai.types import ModelInputs
 
 if TYPE_CHECKING:
@@ -120,6 +121,15 @@ class ForwardPass:
     @property
     def target_score(self) -> Tensor:
         """Sum over the batch of each row's explained logit (pre-softmax): one backward gives per-row gradients."""
+        if not self.logits.requires_grad:
+            # explain() runs the shared pass without autograd when no method of the call declares that it
+            # differentiates it: a custom explainer that takes gradients must say so in its `needs`
+            raise LightningXAIError(
+                "This shared pass ran without autograd, because no explainer of the call declared that it takes "
+                "gradients of it: an explainer that differentiates the pass declares one of 'attention_gradients', "
+                "'attention_outputs', 'hidden_states', 'head_readout' or 'input_embeddings' in its `needs` (or "
+                "'own_pass' and runs its own forward)."
+            )
         return self.logits.gather(1, self.target[:, None]).sum()
 
     def attention_gradients(self) -> list[Tensor]:
@@ -174,7 +184,9 @@ class Explainer(ABC):
     #: What the method needs from the model's family (keys of :data:`lightning_xai.families.CAPABILITIES`:
     #: ``"attentions"``, ``"attention_gradients"``, ``"prediction_row"``, ``"hidden_states"``, ``"head_readout"``,
     #: ``"input_embeddings"``, ``"lrp_rules"``, ``"own_pass"``). A family that cannot provide one refuses the method
-    #: at setup.
+    #: at setup. They also shape the shared pass (:func:`lightning_xai.explanation_pass.explain`): the eager maps
+    #: are recorded only for a method needing ``"attentions"``, ``"attention_gradients"`` or ``"hidden_states"``,
+    #: and the pass keeps its autograd graph only for a method needing a gradient of it.
     needs: ClassVar[frozenset[str]] = frozenset({"attentions"})
 
     def requirements(self) -> frozenset[str]:

@@ -121,6 +121,7 @@ def test_vision_fit_logs_overlays(tmp_path):
 
 class _Exploding(Explainer):
     name = "exploding"
+    needs = frozenset({"attention_gradients"})
 
     def explain(self, forward):
         forward.attention_gradients()

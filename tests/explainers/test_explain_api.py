@@ -37,3 +37,52 @@ def test_missing_class_index_is_refused_before_any_forward():
     with pytest.raises(ValueError, match="target=2 is not a class"):
         explain(make_model("bert", num_labels=2), make_text_inputs(batch=2), ["grad_sam"], target=2,
                 modality=text_modality())
+
+
+def _refuse_recording(monkeypatch):
+    """Make any recorded (eager, T x T maps) shared pass fail loudly."""
+    from lightning_xai.capture.hf import HFAttentionCapture
+
+    def record(self):
+        raise AssertionError("the eager maps were recorded although no method of the call reads them")
+
+    monkeypatch.setattr(HFAttentionCapture, "record", record)
+
+
+@pytest.mark.parametrize("kind", ["bert", "llama"])
+def test_methods_that_read_no_maps_never_record_them_and_equal_the_recorded_pass(kind, monkeypatch):
+    """Issue 13: gradient x input, LRP and IG run their shared pass on sdpa (memory ~ T); values equal the eager one."""
+    from lightning_xai.explainers import AttnLRP, GradientXInput, IntegratedGradients, RawAttention
+
+    model = make_model(kind)
+    inputs = make_text_inputs(batch=3)
+    methods = [GradientXInput(), AttnLRP(), IntegratedGradients(steps=4)]
+    recorded = explain(model, inputs, [*methods, RawAttention()], modality=text_modality())  # maps recorded
+    _refuse_recording(monkeypatch)
+    streamed = explain(model, inputs, methods, modality=text_modality())
+    for method in ("gradient_x_input", "attn_lrp", "integrated_gradients"):
+        scale = recorded[method].relevance.abs().amax().item()
+        torch.testing.assert_close(streamed[method].relevance, recorded[method].relevance, rtol=0,
+                                   atol=1e-5 * scale)
+        assert torch.equal(streamed[method].target, recorded[method].target)
+
+
+def test_an_undeclared_gradient_gets_a_clear_error():
+    """A custom explainer that differentiates the shared pass must say so in `needs` (else the pass has no graph)."""
+    from lightning_xai.explainers.base import Explainer
+
+    class Undeclared(Explainer):
+        name = "undeclared"
+        needs = frozenset({"attentions"})
+
+        def explain(self, forward):
+            return torch.autograd.grad(forward.target_score, forward.attentions[0])[0].sum(dim=(1, 2))
+
+    class Declared(Undeclared):
+        name = "declared"
+        needs = frozenset({"attention_gradients"})
+
+    model, inputs = make_model("bert"), make_text_inputs(batch=2)
+    with pytest.raises(LightningXAIError, match="declares one of 'attention_gradients'"):
+        explain(model, inputs, [Undeclared()], modality=text_modality())
+    assert explain(model, inputs, [Declared()], modality=text_modality())["declared"].relevance.shape[0] == 2
