@@ -36,10 +36,10 @@ from lightning_xai.keys import LogKeys
 from lightning_xai.modalities import Modality, select
 from lightning_xai.probe import ProbeData
 from lightning_xai.records import CompletionTokens, ProbeSample
-from lightning_xai.run import chunk_rows
+from lightning_xai.run import EpochResult, chunk_rows
 
-__all__ = ["DEFAULT_MAX_TOKENS", "DEFAULT_SAMPLES", "CompletionTokenViews", "explain_completion_token_samples",
-           "view_methods"]
+__all__ = ["DEFAULT_MAX_TOKENS", "DEFAULT_SAMPLES", "CompletionTokenViews", "add_completion_tokens",
+           "explain_completion_token_samples", "view_methods"]
 
 #: Heatmap samples that get per-completion-token maps by default.
 DEFAULT_SAMPLES = 2
@@ -179,6 +179,47 @@ def explain_completion_token_samples(
             "sample), or leave it: nothing else is affected.",
         )
     return result
+
+
+def add_completion_tokens(
+    result: EpochResult,
+    model: torch.nn.Module,
+    probe: ProbeData,
+    explainers: Sequence[Explainer],
+    *,
+    family: ModelFamily,
+    modality: Modality,
+    keys: LogKeys,
+    num_samples: int = DEFAULT_SAMPLES,
+    max_tokens: int = DEFAULT_MAX_TOKENS,
+    device: torch.device | str = "cpu",
+    batch_size: int = 32,
+    token_budget: int = 32 * 128 * 128,
+    policy: ErrorPolicy | None = None,
+) -> None:
+    """Causal LMs: attach per-completion-token maps to the first ``num_samples`` of ``result.samples`` (in place).
+
+    What the monitor (and ``lightning-xai explain``) runs after :func:`~lightning_xai.run.explain_probe_set`: the
+    heatmap samples get :class:`~lightning_xai.records.CompletionTokens`, and the health counts (skipped, truncated)
+    join ``result.values``. Nothing happens for other families, with ``num_samples=0`` or without heatmap samples
+    (ranks other than zero). An unexpected failure is handled by ``policy`` and counted as skipped: a dashboard
+    view is never worth a crashed validation.
+    """
+    policy = policy if policy is not None else ErrorPolicy()
+    methods = view_methods(family, explainers)
+    samples = result.samples[:num_samples]
+    if not methods or not samples:
+        return
+    try:
+        views = explain_completion_token_samples(
+            model, probe, samples, methods, family=family, modality=modality, max_tokens=max_tokens, device=device,
+            batch_size=batch_size, token_budget=token_budget, policy=policy,
+        )
+    except Exception as error:
+        policy.handle("the per-completion-token maps", error)
+        views = CompletionTokenViews(skipped=dict.fromkeys([m.name for m in methods], len(samples)))
+    result.samples = views.attach(result.samples)
+    result.values.update(views.values(keys, [method.name for method in methods]))
 
 
 def _completion_lengths(inputs: dict[str, torch.Tensor]) -> torch.Tensor:

@@ -19,12 +19,7 @@ from lightning_xai import _runtime as runtime
 from lightning_xai import run as engine
 from lightning_xai.adapters import AdaptedBatch, default_model_getter
 from lightning_xai.callbacks._probe_hooks import ProbeHooks
-from lightning_xai.completion_tokens import (
-    DEFAULT_MAX_TOKENS,
-    DEFAULT_SAMPLES,
-    explain_completion_token_samples,
-    view_methods,
-)
+from lightning_xai.completion_tokens import DEFAULT_MAX_TOKENS, DEFAULT_SAMPLES, add_completion_tokens
 from lightning_xai.errors import LightningXAIError
 from lightning_xai.explainers import Explainer, GradSAM, Random
 from lightning_xai.explanation_pass import Target, check_target
@@ -32,7 +27,7 @@ from lightning_xai.families import ModelFamily, explainable_model, resolve_famil
 from lightning_xai.keys import LogKeys
 from lightning_xai.metrics import DeletionAUC
 from lightning_xai.modalities import Modality
-from lightning_xai.probe import ProbeData, ProbeSet, forward_parameters
+from lightning_xai.probe import ProbeSet, forward_parameters
 from lightning_xai.scoring import Scoreboard, metric_name
 from lightning_xai.sinks import Sink, publish, sinks_for
 from lightning_xai.sinks.files import FilesSink, files_directory, new_run_id
@@ -268,34 +263,18 @@ class ExplanationMonitor(ProbeHooks, *_CALLBACK_BASES):  # type: ignore[misc]
                 keep_samples=trainer.is_global_zero, previous_maps=self._previous_maps, policy=self.policy,
                 distributed=distributed,
             )
-            self._add_completion_tokens(probe, result, pl_module.device)
+            add_completion_tokens(  # causal LMs: one map per completion token of the first heatmap samples
+                result, self._model, probe, self._active, family=self._family, modality=self._modality,
+                keys=self.keys, num_samples=self.completion_token_samples, max_tokens=self.completion_token_limit,
+                device=pl_module.device, batch_size=self.batch_size, token_budget=self.token_budget,
+                policy=self.policy,
+            )
         runtime.release_free_memory()
         self._previous_maps = result.maps
         logged = self._log(trainer, pl_module, result)
         if trainer.is_global_zero and self._sinks:
             publish(self._sinks, result, logged, epoch=int(trainer.current_epoch), step=runtime.logging_step(trainer),
                     keys=self.keys, policy=self.policy)
-
-    def _add_completion_tokens(self, probe: ProbeData, result: engine.EpochResult, device: torch.device) -> None:
-        """Causal LMs: per-completion-token maps of the first heatmap samples, attached to them, counts logged."""
-        assert self._family is not None and self._model is not None and self._modality is not None
-        methods = view_methods(self._family, self._active)
-        samples = result.samples[: self.completion_token_samples]  # empty off rank zero (no heatmap samples there)
-        if not methods or not samples:
-            return
-        try:
-            views = explain_completion_token_samples(
-                self._model, probe, samples, methods, family=self._family, modality=self._modality,
-                max_tokens=self.completion_token_limit, device=device, batch_size=self.batch_size,
-                token_budget=self.token_budget, policy=self.policy,
-            )
-        except Exception as error:  # a dashboard view: never worth a crashed validation
-            self.policy.handle("the per-completion-token maps", error)
-            for method in methods:
-                result.values[self.keys.tokens_skipped(method.name)] = torch.tensor(float(len(samples)))
-            return
-        result.samples = views.attach(result.samples)
-        result.values.update(views.values(self.keys, [method.name for method in methods]))
 
     def state_dict(self) -> dict[str, Any]:
         """History of logged values and the probe set (CPU tensors), so a resumed run explains the same samples."""

@@ -255,8 +255,9 @@ def render_token_matrix(
     token over the prompt's tokens. Labels are the tokens' text (rows on the left, columns written upwards above the
     grid, each cut with ``…`` past 110 px). **Each row is normalised** by its largest absolute score
     (:func:`normalise_rows`), so every row uses the whole colour scale: colours compare the prompt tokens within a
-    row, not the rows' magnitudes (keep the raw scores for that). Colours as :func:`render_token_heatmap`:
-    white-to-red over ``[0, 1]``, or blue-white-red over ``[-1, 1]`` with ``signed``.
+    row, not the rows' magnitudes; that largest absolute score is written at the row's right end (``max``).
+    Colours as :func:`render_token_heatmap`: white-to-red over ``[0, 1]``, or blue-white-red over ``[-1, 1]`` with
+    ``signed``.
 
     Args:
         columns: Input (prompt) tokens, special tokens and padding removed.
@@ -291,18 +292,26 @@ def render_token_matrix(
         merged = [merge_wordpieces(words, row) for row in values]
         words, values = merged[0][0], np.stack([row for _, row in merged])
     normalised = normalise_rows(values) if len(rows) else values.reshape(0, len(words))
+    finite = np.where(np.isfinite(values), np.abs(values), 0.0)
+    peaks = [f"{peak:.2g}" for peak in (finite.max(axis=1) if finite.size else np.zeros(len(rows)))]
     caption_lines = [caption] if caption else []
     if len(words) > max_columns:
         keep = np.sort(np.argsort(-np.abs(normalised).max(axis=0), kind="stable")[:max_columns])
         caption_lines.append(f"{max_columns} of {len(words)} prompt tokens shown (the most relevant)")
         words, normalised = [words[i] for i in keep], normalised[:, keep]
     with RENDER_LOCK:
-        return _draw_token_matrix(words, [str(r) for r in rows], normalised, title, "\n".join(caption_lines) or None,
-                                  signed)
+        return _draw_token_matrix(words, [str(r) for r in rows], normalised, peaks, title,
+                                  "\n".join(caption_lines) or None, signed)
 
 
 def _draw_token_matrix(
-    columns: list[str], rows: list[str], values: np.ndarray, title: str | None, caption: str | None, signed: bool
+    columns: list[str],
+    rows: list[str],
+    values: np.ndarray,
+    peaks: list[str],
+    title: str | None,
+    caption: str | None,
+    signed: bool,
 ) -> np.ndarray:
     label_prop, legend_prop = font(_LEGEND_PT), font(_LEGEND_PT)
     measure = TextMeasurer()
@@ -314,7 +323,8 @@ def _draw_token_matrix(
     row_w = max([int(math.ceil(measure.width(t, label_prop))) for t in row_labels] + [0]) + 6
     column_h = max([int(math.ceil(measure.width(t, label_prop))) for t in column_labels] + [0]) + 6
     grid_w = _CELL_PX * len(columns)
-    width = max(CARD_WIDTH_PX, 2 * MARGIN_PX + row_w + grid_w)
+    peak_w = max([int(math.ceil(measure.width(t, label_prop))) for t in [*peaks, "max"]]) + 6
+    width = max(CARD_WIDTH_PX, 2 * MARGIN_PX + row_w + grid_w + peak_w)
     avail = width - 2 * MARGIN_PX
     header, header_h = layout_header(title, caption, measure, avail)
     grid_top = MARGIN_PX + header_h + column_h
@@ -349,6 +359,11 @@ def _draw_token_matrix(
     for c, text in enumerate(column_labels):  # written upwards from just above the grid, centred on the column
         put_vertical_text(fig, text, grid_left + c * _CELL_PX + (_CELL_PX - 1) / 2, grid_top - 3, label_prop,
                           color="black")
+    for r, text in enumerate(peaks):  # each row's scale: what its darkest cell stands for
+        baseline = grid_top + r * _CELL_PX + (_CELL_PX - 1 - (ascent + descent)) / 2 + ascent
+        put_text(fig, text, grid_left + grid_w + 5, baseline, label_prop, color="#666666")
+    if rows:
+        put_text(fig, "max", grid_left + grid_w + 5, grid_top - 4, label_prop, color="#666666")
     if not rows:
         put_text(fig, "(no completion tokens)", MARGIN_PX, grid_top + _CELL_PX * 0.72, font(_TOKEN_PT, style="italic"),
                  color="#666666")
