@@ -252,3 +252,71 @@ def test_a_tokenizer_without_pad_token_and_ragged_batches_without_attention_mask
         content = alone.content_mask[0]
         torch.testing.assert_close(torch.tensor(sample["completion_tokens"]["maps"]["gradient_x_input"]),
                                    alone.relevance[0, :2][:, content], rtol=1e-4, atol=1e-6)
+
+
+# ------------------------------------------------------------------------------------------------ failures
+
+
+class FailsPerToken(GradientXInput):
+    """Gradient x input that fails in the per-completion-token passes only (rows with one completion token)."""
+
+    name = "fails_per_token"
+
+    def explain(self, forward):
+        if bool(((forward.inputs["labels"][:, 1:] != -100).sum(dim=1) == 1).all()):
+            raise RuntimeError("cannot explain one token")
+        return super().explain(forward)
+
+
+def test_a_method_failing_on_the_per_token_passes_is_warned_counted_and_training_goes_on(tmp_path):
+    monitor = ExplanationMonitor(explainers=[GradientXInput(), FailsPerToken()], metrics=[DeletionAUC(steps=2)],
+                                 num_samples=6, num_heatmaps=2, files_dir=str(tmp_path / "xai"))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        monitored_fit(tmp_path, monitor, epochs=2)
+    messages = [str(w.message) for w in caught if "cannot explain one token" in str(w.message)]
+    assert len(messages) == 1 and "per-completion-token maps of 'fails_per_token'" in messages[0], messages
+    for epoch in (0, 1):
+        logged = monitor.history[epoch]
+        assert logged["xai/fails_per_token/completion_tokens_skipped"] == 2.0  # both heatmap samples
+        assert "xai/gradient_x_input/completion_tokens_skipped" not in logged
+        assert math.isfinite(logged["xai/fails_per_token/deletion_auc"])  # its completion maps are scored
+    for sample in records(tmp_path / "xai")[-1]["samples"]:
+        assert sorted(sample["completion_tokens"]["maps"]) == ["gradient_x_input"]
+    strict = ExplanationMonitor(explainers=[FailsPerToken()], metrics=[DeletionAUC(steps=2)], num_samples=6,
+                                write_files=False, on_error="raise")
+    with pytest.raises(Exception, match="cannot explain one token"):
+        monitored_fit(tmp_path / "strict", strict)
+
+
+class OutOfMemoryAbove(GradientXInput):
+    """Gradient x input that runs out of memory on passes of more than ``rows`` rows."""
+
+    def __init__(self, rows: int):
+        super().__init__()
+        self.rows = rows
+
+    def explain(self, forward):
+        if forward.inputs["input_ids"].shape[0] > self.rows:
+            raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+        return super().explain(forward)
+
+
+def test_out_of_memory_halves_the_per_token_passes_and_at_one_row_is_counted():
+    scorer = CompletionScorer(tiny_lm())
+    rows = retrieval_rows(3, 1)
+    probe = ProbeData({key: torch.stack([row[key] for row in rows]) for key in ("input_ids", "attention_mask",
+                                                                                  "labels")}, None, None)
+    samples = [ProbeSample(i, None, None, None, "completion") for i in range(3)]
+    kwargs = dict(family=resolve_family(scorer), modality=modality())
+    reference = explain_completion_token_samples(scorer, probe, samples, [GradientXInput()], **kwargs)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        halved = explain_completion_token_samples(scorer, probe, samples, [OutOfMemoryAbove(1)], **kwargs)
+    assert any("out of memory" in str(w.message) and "retrying with passes of" in str(w.message) for w in caught)
+    for index in range(3):
+        assert (halved.views[index].maps["gradient_x_input"] == reference.views[index].maps["gradient_x_input"]).all()
+    with warnings.catch_warnings(record=True):
+        warnings.simplefilter("always")
+        lost = explain_completion_token_samples(scorer, probe, samples, [OutOfMemoryAbove(0)], **kwargs)
+    assert lost.views == {} and lost.skipped == {"gradient_x_input": 3}
