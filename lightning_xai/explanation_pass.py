@@ -326,13 +326,17 @@ def explain_completion_tokens(
     modality: Modality | str | None = None,
     tokenizer: Any | None = None,
     family: ModelFamily | None = None,
+    max_tokens: int | None = None,
+    rows_per_pass: int | None = None,
+    errors: dict[str, BaseException] | None = None,
 ) -> dict[str, CompletionTokenMaps]:
     """Explain each completion token of a causal LM's SFT batch on its own (one map per completion token).
 
     Every completion token ``c`` of sample ``b`` becomes a row of one expanded batch whose labels keep that token
     only; :func:`explain` then explains the row's completion, which is that token's teacher-forced
     log-probability (attention-row methods read the row predicting it). For methods linear in the target
-    (gradient x input, integrated gradients) the sum of a sample's token maps is its completion map.
+    (gradient x input, integrated gradients) the sum of a sample's token maps is its completion map. Each expanded
+    row is explained independently, so ``rows_per_pass`` changes the memory, not the maps.
 
     Args:
         model: a causal LM (``*ForCausalLM``) or its :class:`~lightning_xai.families.CompletionScorer`.
@@ -341,6 +345,11 @@ def explain_completion_tokens(
         modality: token bookkeeping (default: built by the family from ``tokenizer``).
         tokenizer: the model's tokenizer, when ``modality`` is left to the family.
         family: the scorer's family (resolved when omitted).
+        max_tokens: explain only the first ``max_tokens`` completion tokens of each sample (None: all); the
+            others get no row (``positions`` -1).
+        rows_per_pass: most expanded rows (completion tokens) per :func:`explain` call (None: all in one).
+        errors: as for :func:`explain`: a method that fails in any pass is recorded here and left out of the
+            result (the others are kept).
 
     Returns:
         Method name -> :class:`CompletionTokenMaps`.
@@ -373,6 +382,8 @@ def explain_completion_tokens(
         raise LightningXAIError("explain_completion_tokens needs the batch's labels (-100 on the prompt).")
     predicted = labels != IGNORE_INDEX
     predicted[:, 0] = False  # a label at position 0 is predicted by no row (as in HF's loss)
+    if max_tokens is not None:
+        predicted &= predicted.long().cumsum(dim=1) <= max_tokens
     sample, position = predicted.nonzero(as_tuple=True)  # one expanded row per completion token
     counts = predicted.sum(dim=1)
     width = max(1, int(counts.max())) if counts.numel() else 1
@@ -381,7 +392,23 @@ def explain_completion_tokens(
     rows = torch.arange(len(sample), device=single.device)
     single[rows, position] = labels[sample, position]
     expanded[LABELS_KEY] = single
-    maps = explain(model, expanded, explainers, modality=modality, tokenizer=tokenizer, family=family)
+    step = len(sample) if rows_per_pass is None else max(1, rows_per_pass)
+    parts: dict[str, list[Explanation]] = {}
+    failed: dict[str, BaseException] = {}
+    for begin in range(0, len(sample), max(1, step)):
+        part = {key: value[begin : begin + step] for key, value in expanded.items()}
+        found = explain(model, part, explainers, modality=modality, tokenizer=tokenizer, family=family,
+                        errors=None if errors is None else failed)
+        for name, explanation in found.items():
+            parts.setdefault(name, []).append(explanation)
+    if errors is not None:
+        errors.update(failed)
+    maps = {name: torch.cat([p.relevance for p in found]) for name, found in parts.items() if name not in failed}
+    signed = {name: found[0].signed for name, found in parts.items()}
+    if not len(sample):  # no completion token to explain: every method's maps are empty rows
+        resolved = resolve_explainers(explainers)
+        maps = {e.name: torch.zeros(0, labels.shape[1], device=labels.device) for e in resolved}
+        signed = {e.name: e.signed for e in resolved}
     batch, num_tokens = labels.shape
     slot = (predicted.long().cumsum(dim=1) - 1)[sample, position]  # the token's rank within its completion
     positions = torch.full((batch, width), -1, dtype=torch.long, device=labels.device)
@@ -389,9 +416,8 @@ def explain_completion_tokens(
     content = resolve_modality(modality, family, tokenizer).token_masks(inputs, num_tokens)
     content_mask = content[0] & ~content[1]
     out = {}
-    for name, explanation in maps.items():
-        relevance = explanation.relevance.new_zeros(batch, width, explanation.relevance.shape[1])
-        relevance[sample.to(relevance.device), slot.to(relevance.device)] = explanation.relevance
-        out[name] = CompletionTokenMaps(name, relevance, positions, content_mask.to(relevance.device),
-                                        explanation.signed)
+    for name, expanded_relevance in maps.items():
+        relevance = expanded_relevance.new_zeros(batch, width, num_tokens)
+        relevance[sample.to(relevance.device), slot.to(relevance.device)] = expanded_relevance
+        out[name] = CompletionTokenMaps(name, relevance, positions, content_mask.to(relevance.device), signed[name])
     return out

@@ -10,7 +10,10 @@ parsing them back. Keys (with the default prefix ``"xai/"``):
 ``xai/agreement/<a>_vs_<b>``          Spearman between two methods' maps of the same samples
 ``xai/<method>/skipped_samples``      probe samples a method lost to errors at this validation
 ``xai/<method>/degenerate_samples``   probe samples whose map was all zero or one-hot (not scored)
+``xai/<method>/completion_tokens_skipped``    causal LMs: heatmap samples whose per-token maps were lost to errors
+``xai/<method>/completion_tokens_truncated``  causal LMs: heatmap samples whose completion was longer than the cap
 ``xai/<method>/heatmap/sample_NN``    a rendered heatmap (``xai/compare/heatmap/sample_NN``: every method)
+``xai/<method>/completion_tokens/sample_NN``  causal LMs: one row per completion token over the prompt tokens
 ``xai/<method>/tokens/sample_NN``     a token heatmap as HTML (W&B)
 ``xai/<method>/relevance``            histogram of every content-token relevance of the probe set
 ``xai/probe_samples``                 the table of probe samples (W&B)
@@ -22,7 +25,8 @@ stability`` and ``health`` (skipped and degenerate counts). Dashboards that matc
 :func:`exact_tag_regex`, so ``deletion_auc`` never also matches ``deletion_auc_gain_vs_random``.
 
 Files below the files sink's directory: ``explanations.jsonl``, ``epoch_NNN/<method>/sample_NN.(png|html)``,
-``evolution/<method>/sample_NN.png``.
+``evolution/<method>/sample_NN.png``; a causal LM's per-completion-token matrices go to
+``epoch_NNN/<method>/completion_tokens/sample_NN.png`` and ``evolution/<method>/completion_tokens/sample_NN.png``.
 """
 
 from __future__ import annotations
@@ -40,6 +44,12 @@ GAIN_SUFFIX = "_gain_vs_random"
 STABILITY = "stability"
 SKIPPED = "skipped_samples"
 DEGENERATE = "degenerate_samples"
+#: A causal LM's per-completion-token view: its media keys, files folder and health counts.
+COMPLETION_TOKENS = "completion_tokens"
+TOKENS_SKIPPED = "completion_tokens_skipped"
+TOKENS_TRUNCATED = "completion_tokens_truncated"
+#: What a rendered image shows: one map per sample (``"map"``) or a causal LM's per-completion-token matrix.
+View = Literal["map", "completion_tokens"]
 #: File name of the per-epoch record of the files sink.
 JSONL_NAME = "explanations.jsonl"
 #: Categories of a custom-scalars dashboard (see :meth:`LogKeys.dashboard`), in the order they are shown.
@@ -49,7 +59,8 @@ RELATION_CATEGORY = "agreement and stability"
 HEALTH_CATEGORY = "health"
 DASHBOARD_CATEGORIES = (QUALITY_CATEGORY, GAIN_CATEGORY, RELATION_CATEGORY, HEALTH_CATEGORY)
 
-KeyKind = Literal["score", "gain", "stability", "agreement", "skipped", "degenerate"]
+KeyKind = Literal["score", "gain", "stability", "agreement", "skipped", "degenerate", "tokens_skipped",
+                  "tokens_truncated"]
 
 
 @dataclass(frozen=True)
@@ -57,7 +68,8 @@ class ParsedKey:
     """What a scalar key means.
 
     Attributes:
-        kind: ``"score"``, ``"gain"``, ``"stability"``, ``"agreement"``, ``"skipped"`` or ``"degenerate"``.
+        kind: ``"score"``, ``"gain"``, ``"stability"``, ``"agreement"``, ``"skipped"``, ``"degenerate"``,
+            ``"tokens_skipped"`` or ``"tokens_truncated"`` (a causal LM's per-completion-token view).
         method: the method (for ``"agreement"``: the first of the pair).
         metric: the metric (``"score"``/``"gain"``), ``"stability"``, ``"skipped_samples"``,
             ``"degenerate_samples"``, or for
@@ -111,6 +123,14 @@ class LogKeys:
         """``<prefix><method>/degenerate_samples``."""
         return self.score(method, DEGENERATE)
 
+    def tokens_skipped(self, method: str) -> str:
+        """``<prefix><method>/completion_tokens_skipped``: heatmap samples whose per-token maps were lost."""
+        return self.score(method, TOKENS_SKIPPED)
+
+    def tokens_truncated(self, method: str) -> str:
+        """``<prefix><method>/completion_tokens_truncated``: heatmap samples whose completion was cut to the cap."""
+        return self.score(method, TOKENS_TRUNCATED)
+
     def parse(self, key: str) -> ParsedKey | None:
         """The meaning of a scalar key, or None for a key that is not one of this prefix's scalars.
 
@@ -130,6 +150,10 @@ class LogKeys:
             return ParsedKey("skipped", method, rest)
         if rest == DEGENERATE:
             return ParsedKey("degenerate", method, rest)
+        if rest == TOKENS_SKIPPED:
+            return ParsedKey("tokens_skipped", method, rest)
+        if rest == TOKENS_TRUNCATED:
+            return ParsedKey("tokens_truncated", method, rest)
         if rest.endswith(GAIN_SUFFIX):
             return ParsedKey("gain", method, rest[: -len(GAIN_SUFFIX)])
         return ParsedKey("score", method, rest)
@@ -159,7 +183,7 @@ class LogKeys:
         One chart per metric holds every method's score of it, and nothing else: gains over ``Random`` get their
         own chart per metric (category ``gain vs random``); stability and every agreement pair share the
         ``agreement and stability`` category (one ``stability`` chart, one ``agreement`` chart); skipped and
-        degenerate counts go to ``health``.
+        degenerate counts (and the per-completion-token view's skipped and truncated counts) go to ``health``.
 
         Example:
             >>> keys = LogKeys()
@@ -183,9 +207,18 @@ class LogKeys:
 
     # ------------------------------------------------------------------------------------------- media
 
-    def heatmap(self, method: str | None, sample: int) -> str:
-        """``<prefix><method>/heatmap/sample_NN`` (``method=None``: the comparison grid of every method)."""
-        return f"{self.prefix}{method or COMPARE}/heatmap/sample_{sample:02d}"
+    def heatmap(self, method: str | None, sample: int, view: View = "map") -> str:
+        """``<prefix><method>/heatmap/sample_NN`` (``method=None``: the comparison grid of every method).
+
+        ``view="completion_tokens"``: ``<prefix><method>/completion_tokens/sample_NN``, a causal LM's matrix of one
+        map per completion token.
+
+        Example:
+            >>> LogKeys().heatmap("attn_lrp", 1, view="completion_tokens")
+            'xai/attn_lrp/completion_tokens/sample_01'
+        """
+        folder = "heatmap" if view == "map" else COMPLETION_TOKENS
+        return f"{self.prefix}{method or COMPARE}/{folder}/sample_{sample:02d}"
 
     def tokens(self, method: str, sample: int) -> str:
         """``<prefix><method>/tokens/sample_NN``: a token heatmap as HTML."""
@@ -233,22 +266,33 @@ def sample_file(sample: int, ext: str) -> str:
     return f"sample_{sample:02d}.{ext}"
 
 
-def heatmap_path(root: str | Path, epoch: int, method: str | None, sample: int, ext: str = "png") -> Path:
+def _method_folder(method: str | None, view: View) -> str:
+    folder = safe_name(method or COMPARE)
+    return folder if view == "map" else f"{folder}/{COMPLETION_TOKENS}"
+
+
+def heatmap_path(
+    root: str | Path, epoch: int, method: str | None, sample: int, ext: str = "png", view: View = "map"
+) -> Path:
     """``<root>/epoch_NNN/<method>/sample_NN.<ext>`` (``method=None``: the comparison grid).
+
+    ``view="completion_tokens"``: ``<root>/epoch_NNN/<method>/completion_tokens/sample_NN.<ext>``.
 
     Example:
         >>> heatmap_path("xai", 3, "grad_sam", 1).as_posix()
         'xai/epoch_003/grad_sam/sample_01.png'
+        >>> heatmap_path("xai", 3, "attn_lrp", 1, view="completion_tokens").as_posix()
+        'xai/epoch_003/attn_lrp/completion_tokens/sample_01.png'
     """
-    return Path(root) / f"epoch_{epoch:03d}" / safe_name(method or COMPARE) / sample_file(sample, ext)
+    return Path(root) / f"epoch_{epoch:03d}" / _method_folder(method, view) / sample_file(sample, ext)
 
 
-def evolution_path(root: str | Path, method: str | None, sample: int) -> Path:
-    """``<root>/evolution/<method>/sample_NN.png``: one sample's heatmaps of every epoch."""
-    return Path(root) / "evolution" / safe_name(method or COMPARE) / sample_file(sample, "png")
+def evolution_path(root: str | Path, method: str | None, sample: int, view: View = "map") -> Path:
+    """``<root>/evolution/<method>/sample_NN.png``: one sample's heatmaps of every epoch (or its matrices)."""
+    return Path(root) / "evolution" / _method_folder(method, view) / sample_file(sample, "png")
 
 
-def epoch_heatmaps(root: str | Path, method: str | None, sample: int) -> list[Path]:
-    """Every epoch's PNG of one sample and method under ``root``, oldest first."""
-    pattern = f"epoch_*/{safe_name(method or COMPARE)}/{sample_file(sample, 'png')}"
+def epoch_heatmaps(root: str | Path, method: str | None, sample: int, view: View = "map") -> list[Path]:
+    """Every epoch's PNG of one sample and method (and view) under ``root``, oldest first."""
+    pattern = f"epoch_*/{_method_folder(method, view)}/{sample_file(sample, 'png')}"
     return sorted(Path(root).glob(pattern))

@@ -10,7 +10,31 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from lightning_xai.keys import LogKeys
+from lightning_xai.keys import LogKeys, View
+
+
+@dataclass(frozen=True)
+class CompletionTokens:
+    """A causal LM's per-completion-token maps of one probe sample: one row per completion token.
+
+    Row ``c`` explains the teacher-forced log-probability of the sample's ``c``-th completion token alone
+    (:func:`~lightning_xai.explanation_pass.explain_completion_tokens`); columns are the sample's content (prompt)
+    tokens, :attr:`ProbeSample.tokens`, as in its completion map.
+
+    Attributes:
+        tokens: the explained completion tokens, in order: the first ``len(tokens)`` of the completion.
+        total: how many completion tokens the sample has (more than ``len(tokens)``: cut to the monitor's cap).
+        maps: method -> ``[len(tokens), len(sample.tokens)]`` float relevance, raw (not normalised).
+    """
+
+    tokens: list[str]
+    total: int
+    maps: dict[str, np.ndarray] = field(default_factory=dict)
+
+    @property
+    def truncated(self) -> bool:
+        """Whether the completion had more tokens than were explained."""
+        return self.total > len(self.tokens)
 
 
 @dataclass(frozen=True)
@@ -27,6 +51,7 @@ class ProbeSample:
         image: vision: the input image ``[C, H, W]`` (model input space).
         maps: method -> relevance over ``tokens`` (text, 1-D) or over the patch grid (vision, ``[rows, cols]``).
         signed: method -> whether its relevance is signed.
+        completion_tokens: causal LMs: the per-completion-token maps (the first few heatmap samples), else None.
     """
 
     index: int
@@ -38,6 +63,7 @@ class ProbeSample:
     image: np.ndarray | None = None
     maps: dict[str, np.ndarray] = field(default_factory=dict)
     signed: dict[str, bool] = field(default_factory=dict)
+    completion_tokens: CompletionTokens | None = None
 
     def caption(self) -> str:
         """``label: x · pred: y (p=0.87) · explained: y``.
@@ -63,12 +89,15 @@ class Heatmap:
         sample: the probe sample's index.
         rgb: ``[H, W, 3]`` uint8 image.
         html: text samples: the token heatmap as an escaped HTML fragment (None for images and the grid).
+        view: ``"map"`` (the sample's map) or ``"completion_tokens"`` (a causal LM's matrix of one map per
+            completion token; its keys and paths come from :mod:`lightning_xai.keys` with this view).
     """
 
     method: str | None
     sample: int
     rgb: np.ndarray
     html: str | None = None
+    view: View = "map"
 
 
 @dataclass(frozen=True)
@@ -107,6 +136,8 @@ class EpochReport:
             seen.update(dict.fromkeys(sample.maps))
         return list(seen)
 
-    def heatmap(self, method: str | None, sample: int) -> Heatmap | None:
+    def heatmap(self, method: str | None, sample: int, view: View = "map") -> Heatmap | None:
         """The heatmap of ``method`` (None: the comparison grid) for probe sample ``sample``, if rendered."""
-        return next((h for h in self.heatmaps if h.method == method and h.sample == sample), None)
+        return next(
+            (h for h in self.heatmaps if h.method == method and h.sample == sample and h.view == view), None
+        )

@@ -3,7 +3,8 @@
 Reads the files sink's ``explanations.jsonl`` (and its PNG heatmaps) and writes ONE HTML file that needs no
 network and no JavaScript: metric curves per method over epochs (inline SVG), the agreement matrix between
 methods (Spearman rank correlation of their maps, averaged over probe samples, last epoch) and the evolution of
-every probe sample's heatmaps across epochs. Every string from the run is HTML-escaped.
+every probe sample's heatmaps across epochs (with a causal LM's per-completion-token matrices, when recorded). Every
+string from the run is HTML-escaped.
 """
 
 from __future__ import annotations
@@ -410,6 +411,12 @@ def _evolution(records: list[dict[str, Any]], root: Path) -> str:
                         f'<img alt="{html.escape(method)}" src="{uri}" style="max-width:300px">' if uri
                         else f"<em>{html.escape(method)}: no image file</em>"
                     )
+            for method in (sample.get("completion_tokens") or {}).get("maps", {}):  # causal LMs: per-token matrices
+                uri = _image_uri(heatmap_path(root, int(record["epoch"]), method, index, view="completion_tokens"))
+                cells.append(
+                    f'<img alt="{html.escape(method)} per completion token" src="{uri}">' if uri
+                    else f"<em>{html.escape(method)} per completion token: no image file</em>"
+                )
             rows.append(
                 f'<div class="epoch"><div class="tag">epoch {int(record["epoch"])} — {html.escape(caption)}</div>'
                 + "".join(f'<div class="cell">{c}</div>' for c in cells)
@@ -441,7 +448,8 @@ def _metric_charts(records: list[dict[str, Any]], keys: LogKeys) -> tuple[str, s
     methods = [m for m in dict.fromkeys(lines) if m != RANDOM]
     styles = {m: (_PALETTE[i % len(_PALETTE)], _MARKERS[i % len(_MARKERS)]) for i, m in enumerate(methods)}
     random_run = any(RANDOM in by_line for by_line in series.values())
-    order = {"score": 0, "gain": 0, "stability": 1, "skipped": 2, "degenerate": 3, "other": 4, "agreement": 5}
+    order = {"score": 0, "gain": 0, "stability": 1, "skipped": 2, "degenerate": 3, "tokens_skipped": 3,
+             "tokens_truncated": 3, "other": 4, "agreement": 5}
 
     def position(chart: str) -> tuple[int, str, int]:
         kind = kinds[chart]
@@ -458,7 +466,7 @@ def _metric_charts(records: list[dict[str, Any]], keys: LogKeys) -> tuple[str, s
             if random_run:
                 options["reference"] = ("random (gain 0)", 0.0)
             note += "; > 0: better than random" if note else "> 0: better than random"
-        elif kind in ("skipped", "degenerate"):
+        elif kind in ("skipped", "degenerate", "tokens_skipped", "tokens_truncated"):
             options.update(natural=(0.0, math.inf), integer=True)
         else:
             options["natural"] = natural_range(AGREEMENT if kind == "agreement" else chart)

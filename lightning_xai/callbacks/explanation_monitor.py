@@ -19,6 +19,7 @@ from lightning_xai import _runtime as runtime
 from lightning_xai import run as engine
 from lightning_xai.adapters import AdaptedBatch, default_model_getter
 from lightning_xai.callbacks._probe_hooks import ProbeHooks
+from lightning_xai.completion_tokens import DEFAULT_MAX_TOKENS, DEFAULT_SAMPLES, add_completion_tokens
 from lightning_xai.errors import LightningXAIError
 from lightning_xai.explainers import Explainer, GradSAM, Random
 from lightning_xai.explanation_pass import Target, check_target
@@ -53,7 +54,12 @@ class ExplanationMonitor(ProbeHooks, *_CALLBACK_BASES):  # type: ignore[misc]
       and ``EarlyStopping``) and kept in :attr:`history`, with each method's stability across validations, the
       agreement between methods and, when a ``Random`` explainer runs, each metric's gain over it;
     * heatmaps of the first ``num_heatmaps`` probe samples go to every supported logger on global rank zero
-      (``{log_prefix}{explainer}/heatmap/sample_NN``): token heatmaps for text, overlays for images.
+      (``{log_prefix}{explainer}/heatmap/sample_NN``): token heatmaps for text, overlays for images;
+    * causal LMs only: for the first ``completion_token_samples`` of those samples, one map per completion token
+      (the first ``completion_token_limit`` tokens), drawn as a matrix (rows: completion tokens, columns: prompt
+      tokens, each row normalised by its largest absolute relevance;
+      ``{log_prefix}{explainer}/completion_tokens/sample_NN``) and written raw to the files sink's JSON lines
+      (see :mod:`lightning_xai.completion_tokens`).
 
     Monitoring changes nothing about training (no parameter ``.grad``; attention backend, train modes and the global
     RNG restored), under ``trainer.fit`` and ``trainer.validate()`` with its default ``inference_mode=True``.
@@ -89,6 +95,11 @@ class ExplanationMonitor(ProbeHooks, *_CALLBACK_BASES):  # type: ignore[misc]
             "sdpa")`` with methods that need no map and run no pass of their own, e.g. gradient x input, Random;
             see :func:`lightning_xai.run.chunk_rows`).
             Metrics' perturbation forwards are bounded by their ``max_batch_size``/``max_tokens``.
+        completion_token_samples: causal LMs: how many of the first heatmap samples also get one map per
+            completion token (at most ``num_heatmaps``; 0 disables). Ignored for other models.
+        completion_token_limit: causal LMs: most completion tokens explained per such sample (the first ones; a
+            longer completion is warned about once and counted in ``completion_tokens_truncated``). Each token is
+            one more explained row of its sample, in passes bounded by ``batch_size`` and ``token_budget``.
 
     Under DDP every rank explains its own shard and torchmetrics reduces the metrics; sharded training (FSDP,
     ``fully_shard``, DeepSpeed ZeRO-3) is refused at ``setup`` with what to do instead.
@@ -127,6 +138,8 @@ class ExplanationMonitor(ProbeHooks, *_CALLBACK_BASES):  # type: ignore[misc]
         files_dir: str | None = None,
         token_budget: int = engine.DEFAULT_TOKEN_BUDGET,
         removal: str | float | None = None,
+        completion_token_samples: int = DEFAULT_SAMPLES,
+        completion_token_limit: int = DEFAULT_MAX_TOKENS,
     ) -> None:
         super().__init__()
         self.policy = runtime.ErrorPolicy(on_error)
@@ -136,6 +149,8 @@ class ExplanationMonitor(ProbeHooks, *_CALLBACK_BASES):  # type: ignore[misc]
             ("batch_size", batch_size, 1),
             ("num_heatmaps", num_heatmaps, 0),
             ("token_budget", token_budget, 1),
+            ("completion_token_samples", completion_token_samples, 0),
+            ("completion_token_limit", completion_token_limit, 1),
         ):
             if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
                 raise ValueError(f"{arg} must be an integer >= {minimum}; got {value!r}")
@@ -158,6 +173,8 @@ class ExplanationMonitor(ProbeHooks, *_CALLBACK_BASES):  # type: ignore[misc]
         self.files_dir = files_dir
         self.token_budget = token_budget
         self.removal = removal
+        self.completion_token_samples = completion_token_samples
+        self.completion_token_limit = completion_token_limit
         #: epoch -> {logged key: value}, for every scheduled validation so far.
         self.history: dict[int, dict[str, float]] = {}
         #: Written on every record of this run (kept in checkpoints: a resumed run continues its own record).
@@ -237,13 +254,20 @@ class ExplanationMonitor(ProbeHooks, *_CALLBACK_BASES):  # type: ignore[misc]
             self.policy.warn_once("probe", "no validation samples were seen on this process, nothing to explain")
             if not distributed:
                 return
+        probe = self.probe.collate(self._modality)
         with runtime.preserved_rng(pl_module.device), runtime.precision_context(trainer.strategy):
             result = engine.explain_probe_set(
-                self._model, self.probe.collate(self._modality), self._active, self._scoreboard,
+                self._model, probe, self._active, self._scoreboard,
                 family=self._family, modality=self._modality, device=pl_module.device, target=self.target,
                 batch_size=self.batch_size, token_budget=self.token_budget, num_heatmaps=self.num_heatmaps,
                 keep_samples=trainer.is_global_zero, previous_maps=self._previous_maps, policy=self.policy,
                 distributed=distributed,
+            )
+            add_completion_tokens(  # causal LMs: one map per completion token of the first heatmap samples
+                result, self._model, probe, self._active, family=self._family, modality=self._modality,
+                keys=self.keys, num_samples=self.completion_token_samples, max_tokens=self.completion_token_limit,
+                device=pl_module.device, batch_size=self.batch_size, token_budget=self.token_budget,
+                policy=self.policy,
             )
         runtime.release_free_memory()
         self._previous_maps = result.maps

@@ -20,6 +20,7 @@ from lightning_xai._runtime import ErrorPolicy, preserved_rng
 from lightning_xai.adapters import as_adapted, default_batch_adapter, default_model_getter
 from lightning_xai.callbacks.explanation_monitor import ExplanationMonitor
 from lightning_xai.cli.summary import print_explanation_tables, tensorboard_command
+from lightning_xai.completion_tokens import DEFAULT_MAX_TOKENS, DEFAULT_SAMPLES, add_completion_tokens
 from lightning_xai.explainers import Explainer, Random, get_explainer
 from lightning_xai.families import ModelFamily, explainable_model, resolve_family
 from lightning_xai.keys import LogKeys
@@ -170,10 +171,17 @@ def explain_checkpoint(
         bar = tqdm(total=probe.count, desc="Explaining", unit="sample")
     try:
         with preserved_rng(device):
+            data = probe.collate(modality)
             result = explain_probe_set(
-                model, probe.collate(modality), chosen, scoreboard, family=family, modality=modality, device=device,
+                model, data, chosen, scoreboard, family=family, modality=modality, device=device,
                 target=target, batch_size=batch_size, num_heatmaps=min(num_heatmaps, probe.count), policy=policy,
                 on_chunk=None if bar is None else bar.update,
+            )
+            add_completion_tokens(  # causal LMs: the recipe monitor's per-completion-token view, as the callback's
+                result, model, data, chosen, family=family, modality=modality, keys=keys, device=device,
+                num_samples=getattr(recipe_monitor, "completion_token_samples", DEFAULT_SAMPLES),
+                max_tokens=getattr(recipe_monitor, "completion_token_limit", DEFAULT_MAX_TOKENS),
+                batch_size=batch_size, policy=policy,
             )
     finally:
         if bar is not None:

@@ -312,19 +312,24 @@ class CompletionTextModality(TextModality):
         return valid, special | completion | empty[:, None]
 
     def collate(self, parts: Sequence[ModelInputs]) -> ModelInputs:
-        """Right-pad every part to the widest one (``labels`` with -100), then concatenate."""
+        """Right-pad every part to the widest one (``labels`` with -100), then concatenate.
+
+        Padding is marked by the attention mask, never by the pad id: parts of different widths without an
+        ``attention_mask`` get one of ones first (padded with 0), so the padding id, whatever the tokenizer gives
+        (a Llama tokenizer has no pad token: its EOS, else 0; see :meth:`CausalLMFamily.build_modality`), never
+        becomes a content token.
+        """
         width = max(part["input_ids"].shape[1] for part in parts)
-        padded = [
-            {
-                **part,
-                LABELS_KEY: nn.functional.pad(
-                    part[LABELS_KEY], (0, width - part[LABELS_KEY].shape[1]), value=IGNORE_INDEX
-                ),
-            }
-            if LABELS_KEY in part
-            else part
-            for part in parts
-        ]
+        ragged = any(part["input_ids"].shape[1] != width for part in parts)
+        padded = []
+        for part in parts:
+            part = dict(part)
+            if ragged and "attention_mask" not in part:
+                part["attention_mask"] = torch.ones_like(part["input_ids"], dtype=torch.long)
+            if LABELS_KEY in part:
+                labels = part[LABELS_KEY]
+                part[LABELS_KEY] = nn.functional.pad(labels, (0, width - labels.shape[1]), value=IGNORE_INDEX)
+            padded.append(part)
         return super().collate(padded)
 
 

@@ -11,6 +11,12 @@ Layout under ``<directory>`` (paths from :mod:`lightning_xai.keys`)::
     epoch_003/grad_sam/sample_00.html       token heatmap (text), every string escaped
     epoch_003/compare/sample_00.png         every method side by side
     evolution/grad_sam/sample_00.png        the sample's heatmaps of every epoch so far, oldest first, labelled
+    epoch_003/attn_lrp/completion_tokens/sample_00.png   causal LMs: one map per completion token (matrix)
+    evolution/attn_lrp/completion_tokens/sample_00.png   those matrices of every epoch so far
+
+A causal LM's per-completion-token maps are also in the JSON line, raw (not normalised): each such sample's record
+holds ``"completion_tokens": {"tokens": [...], "total": N, "maps": {method: [[row of len(tokens)], ...]}}``, one
+row per explained completion token over the sample's ``"tokens"`` (the prompt's content tokens).
 """
 
 from __future__ import annotations
@@ -26,10 +32,11 @@ from typing import Any
 
 import numpy as np
 
-from lightning_xai.keys import JSONL_NAME, epoch_heatmaps, evolution_path, heatmap_path
+from lightning_xai.keys import JSONL_NAME, View, epoch_heatmaps, evolution_path, heatmap_path
 from lightning_xai.sinks.base import EpochReport, ProbeSample, Sink
 
-__all__ = ["JSONL_NAME", "FilesSink", "files_directory", "new_run_id", "runs_in", "sample_record"]
+__all__ = ["JSONL_NAME", "FilesSink", "completion_tokens_record", "files_directory", "new_run_id", "runs_in",
+           "sample_record"]
 
 
 def new_run_id() -> str:
@@ -89,6 +96,27 @@ def sample_record(sample: ProbeSample) -> dict[str, Any]:
         "image_shape": None if sample.image is None else list(sample.image.shape),
         "maps": {method: np.asarray(values, dtype=float).tolist() for method, values in sample.maps.items()},
         "signed": dict(sample.signed),
+        **({} if sample.completion_tokens is None else {"completion_tokens": completion_tokens_record(sample)}),
+    }
+
+
+def completion_tokens_record(sample: ProbeSample) -> dict[str, Any]:
+    """The JSON view of a causal LM sample's per-completion-token maps (raw relevance, rows x prompt tokens).
+
+    Example:
+        >>> from lightning_xai.records import CompletionTokens
+        >>> view = CompletionTokens(["v2"], total=2, maps={"attn_lrp": np.array([[0.25, 0.5]])})
+        >>> completion_tokens_record(ProbeSample(0, None, None, None, "completion", tokens=["a", "b"],
+        ...                                      completion_tokens=view))
+        {'tokens': ['v2'], 'total': 2, 'maps': {'attn_lrp': [[0.25, 0.5]]}}
+    """
+    view = sample.completion_tokens
+    if view is None:
+        raise ValueError(f"probe sample {sample.index} has no per-completion-token maps")
+    return {
+        "tokens": list(view.tokens),
+        "total": int(view.total),
+        "maps": {method: np.asarray(values, dtype=float).tolist() for method, values in view.maps.items()},
     }
 
 
@@ -129,10 +157,10 @@ class FilesSink(Sink):
         with open(self.directory / JSONL_NAME, "a", encoding="utf-8") as handle:
             handle.write(json.dumps(record, allow_nan=False) + "\n")
         for heatmap in report.heatmaps:
-            path = heatmap_path(self.directory, report.epoch, heatmap.method, heatmap.sample)
+            path = heatmap_path(self.directory, report.epoch, heatmap.method, heatmap.sample, view=heatmap.view)
             path.parent.mkdir(parents=True, exist_ok=True)
             write_png(path, heatmap.rgb)
-            self._write_evolution(heatmap.method, heatmap.sample)
+            self._write_evolution(heatmap.method, heatmap.sample, heatmap.view)
             if heatmap.html is not None:
                 page = f'<!DOCTYPE html><html><head><meta charset="utf-8"></head><body>{heatmap.html}</body></html>'
                 path.with_suffix(".html").write_text(page, encoding="utf-8")
@@ -152,17 +180,22 @@ class FilesSink(Sink):
             )
             self.directory = own
 
-    def _write_evolution(self, method: str | None, sample: int) -> None:
+    def _write_evolution(self, method: str | None, sample: int, view: View = "map") -> None:
         """Rebuild one sample's evolution strip from every epoch's PNG of it (small: a few images)."""
         from matplotlib.image import imread
 
         from lightning_xai.viz import evolution_strip
         from lightning_xai.viz.png import write_png
 
-        frames = epoch_heatmaps(self.directory, method, sample)
+        frames = epoch_heatmaps(self.directory, method, sample, view)
         images = [(imread(frame)[..., :3] * 255).round().astype(np.uint8) for frame in frames]
         # each frame's folder is epoch_NNN: the strip says which epoch every frame shows
-        labels = [f"epoch {int(frame.parent.parent.name.rpartition('_')[2])}" for frame in frames]
-        target = evolution_path(self.directory, method, sample)
+        labels = [f"epoch {int(_epoch_folder(frame).name.rpartition('_')[2])}" for frame in frames]
+        target = evolution_path(self.directory, method, sample, view)
         target.parent.mkdir(parents=True, exist_ok=True)
         write_png(target, evolution_strip(images, labels=labels))
+
+
+def _epoch_folder(frame: Path) -> Path:
+    """The ``epoch_NNN`` folder above a heatmap file (one level deeper for a per-completion-token matrix)."""
+    return next(parent for parent in frame.parents if parent.name.startswith("epoch_"))

@@ -9,6 +9,8 @@ keys appear), with four categories (see :meth:`~lightning_xai.keys.LogKeys.dashb
 * ``agreement and stability``: a ``stability`` chart and an ``agreement`` chart (one line per pair of methods);
 * ``health``: skipped and degenerate sample counts, and the ``epoch`` of every step.
 
+A causal LM's per-completion-token matrices are images too (``xai/<method>/completion_tokens/sample_NN``).
+
 TensorBoard's Multiline charts select their lines by regular expression, so every tag is written anchored
 (``^xai/grad_sam/deletion_auc$``): a chart shows exactly its keys (unanchored, ``deletion_auc`` would also draw
 ``deletion_auc_gain_vs_random``).
@@ -83,7 +85,7 @@ class TensorBoardSink(Sink):
         if self.new_keys(report.scalars):
             writer.add_custom_scalars(custom_scalars_layout(sorted(self._seen_keys), report.prefix))
         for heatmap in report.heatmaps:
-            tag = report.keys.heatmap(heatmap.method, heatmap.sample)
+            tag = report.keys.heatmap(heatmap.method, heatmap.sample, heatmap.view)
             writer.add_image(tag, heatmap.rgb, global_step=report.step, dataformats="HWC")
         for method, values in report.relevance.items():
             if values.size:

@@ -1,5 +1,7 @@
 """Weights & Biases: image overlays, HTML token heatmaps, one table per epoch, best-epoch summaries.
 
+A causal LM's per-completion-token matrices are logged as images (``xai/<method>/completion_tokens/sample_NN``).
+
 Logged through the Lightning ``WandbLogger`` (``log_metrics`` adds ``trainer/global_step``, so Lightning owns the
 step). ``define_metric`` is called once per key with the summary that fits what the key means
 (:func:`summary_for`): the best epoch (``min``/``max``) where "best" means something, the last value elsewhere.
@@ -114,9 +116,9 @@ class WandbSink(Sink):
         captions = {sample.index: sample.caption() for sample in report.samples}
         payload: dict[str, Any] = {}
         for heatmap in report.heatmaps:
-            tag = keys.heatmap(heatmap.method, heatmap.sample)
+            tag = keys.heatmap(heatmap.method, heatmap.sample, heatmap.view)
             payload[tag] = wandb.Image(heatmap.rgb, caption=captions.get(heatmap.sample, tag))
-            if heatmap.html is not None and heatmap.method is not None:
+            if heatmap.html is not None and heatmap.method is not None and heatmap.view == "map":
                 payload[keys.tokens(heatmap.method, heatmap.sample)] = wandb.Html(heatmap.html, data_is_not_path=True)
         payload[keys.probe_table()] = self._probe_table(report)
         self.logger.log_metrics(payload, step=report.step)

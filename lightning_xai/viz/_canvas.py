@@ -39,6 +39,7 @@ __all__ = [
     "printable",
     "pt_to_px",
     "put_text",
+    "put_vertical_text",
     "resolve_vmax",
     "score_colormap",
     "score_rgb",
@@ -200,6 +201,26 @@ def put_text(fig: Figure, text: str, px: float, baseline: float, prop: FontPrope
         text,
         fontproperties=prop,
         va="baseline",
+        parse_math=False,
+        usetex=False,
+        **kw,
+    )
+
+
+def put_vertical_text(
+    fig: Figure, text: str, center_x: float, bottom: float, prop: FontProperties, **kw: object
+) -> None:
+    """Draw literal text written upwards (rotated 90°), starting at pixel row ``bottom``, centred on ``center_x``."""
+    width, height = fig.get_size_inches() * fig.dpi
+    fig.text(
+        center_x / width,
+        1.0 - bottom / height,
+        text,
+        fontproperties=prop,
+        rotation=90,
+        rotation_mode="anchor",
+        ha="left",
+        va="center",
         parse_math=False,
         usetex=False,
         **kw,

@@ -1,4 +1,9 @@
-"""Render the probe samples of one validation ONCE, for every sink: PNG heatmaps, comparison grids, token HTML."""
+"""Render the probe samples of one validation ONCE, for every sink: PNG heatmaps, comparison grids, token HTML.
+
+A causal LM's heatmap samples may also carry per-completion-token maps (:class:`~lightning_xai.records.
+CompletionTokens`): each method's is rendered as one matrix (:func:`~lightning_xai.viz.text.render_token_matrix`),
+a :class:`~lightning_xai.records.Heatmap` of view ``"completion_tokens"``.
+"""
 
 from __future__ import annotations
 
@@ -75,6 +80,33 @@ def render_sample(sample: ProbeSample, method: str, epoch: int | None = None) ->
     return Heatmap(method, sample.index, rgb, html)
 
 
+def render_completion_tokens(sample: ProbeSample, method: str, epoch: int | None = None) -> Heatmap:
+    """A causal LM sample's per-completion-token maps of ``method`` as one matrix (view ``"completion_tokens"``).
+
+    Rows are normalised (see :func:`~lightning_xai.viz.text.render_token_matrix`).
+
+    Example:
+        >>> import numpy as np
+        >>> from lightning_xai.records import CompletionTokens
+        >>> view = CompletionTokens(["v2"], total=3, maps={"attn_lrp": np.array([[0.1, 0.9]])})
+        >>> sample = ProbeSample(0, None, None, None, "completion", tokens=["k1=v2", "k1"], completion_tokens=view)
+        >>> heatmap = render_completion_tokens(sample, "attn_lrp")
+        >>> heatmap.view, heatmap.rgb.shape[1]
+        ('completion_tokens', 350)
+    """
+    from lightning_xai.viz.text import render_token_matrix
+
+    view = sample.completion_tokens
+    if view is None or method not in view.maps:
+        raise ValueError(f"probe sample {sample.index} has no per-completion-token maps of {method!r}")
+    title = f"{method} · sample {sample.index}" + ("" if epoch is None else f" · epoch {epoch}")
+    shown = f"first {len(view.tokens)} of {view.total}" if view.truncated else f"all {view.total}"
+    caption = f"one row per completion token ({shown}), columns: the prompt"
+    rgb = render_token_matrix(sample.tokens or [], view.tokens, np.asarray(view.maps[method]), title=title,
+                              caption=caption, signed=sample.signed.get(method, False))
+    return Heatmap(method, sample.index, rgb, view="completion_tokens")
+
+
 def render_heatmaps(
     samples: Sequence[ProbeSample], epoch: int | None = None, on_error: OnRenderError = _raise
 ) -> list[Heatmap]:
@@ -90,6 +122,7 @@ def render_heatmaps(
         Heatmaps in sample order, each sample's methods first, then its comparison grid (``method=None``): the
         methods in order, row by row, at most :data:`MAX_GRID_COLUMNS` per row (see :func:`grid_columns`); token
         heatmaps are stacked in one column while the stack fits a TensorBoard card (:data:`CARD_MAX_HEIGHT_PX`).
+        Then a causal LM sample's per-completion-token matrices, one per method (view ``"completion_tokens"``).
 
     Example:
         >>> import numpy as np
@@ -119,4 +152,9 @@ def render_heatmaps(
             stack = CARD_MAX_HEIGHT_PX if sample.image is None else None
             grid = compose_grid(images, columns=grid_columns(images, stack_up_to=stack), gap=_GRID_GAP)
             heatmaps.append(Heatmap(None, sample.index, grid))
+        for method in sample.completion_tokens.maps if sample.completion_tokens is not None else ():
+            try:
+                heatmaps.append(render_completion_tokens(sample, method, epoch))
+            except Exception as error:
+                on_error(f"rendering the {method!r} per-completion-token matrix", error)
     return heatmaps

@@ -21,6 +21,7 @@ from lightning_xai.viz._canvas import (
     layout_header,
     pt_to_px,
     put_text,
+    put_vertical_text,
     resolve_vmax,
     score_colormap,
     score_rgb,
@@ -29,7 +30,7 @@ from lightning_xai.viz._canvas import (
 )
 from lightning_xai.viz.tokens import Aggregation, check_scores, merge_wordpieces
 
-__all__ = ["merge_wordpieces", "render_token_heatmap"]
+__all__ = ["merge_wordpieces", "normalise_rows", "render_token_heatmap", "render_token_matrix"]
 
 _TOKEN_PT = 11.0
 _LEGEND_PT = 9.0
@@ -200,14 +201,15 @@ class _Legend:
 
 
 def _layout_legend(
-    signed: bool, scale: float, measure: TextMeasurer, prop: FontProperties, avail: float
+    signed: bool, scale: float, measure: TextMeasurer, prop: FontProperties, avail: float, label: str | None = None
 ) -> _Legend:
     """Lay out the legend: label, low end, colour bar and high end on one line.
 
     The bar shrinks to fit; on a narrow image the label moves onto its own line rather than pushing the bar past
     the right edge.
     """
-    label = "relevance (white = 0):" if signed else "relevance:"
+    if label is None:
+        label = "relevance (white = 0):" if signed else "relevance:"
     lo, hi = (f"{-scale:.3g}" if signed else "0"), f"{scale:.3g}"
     label_w, lo_w, hi_w = (measure.width(text, prop) for text in (label, lo, hi))
     ends = lo_w + hi_w + 2 * _LEGEND_GAP
@@ -216,6 +218,161 @@ def _layout_legend(
     bar_w = int(max(8, min(_LEGEND_BAR_PX[0], avail - lead - ends)))
     drop = 0 if inline else round(pt_to_px(_LEGEND_PT) * 1.5)
     return _Legend(label, lo, hi, lo_w, int(MARGIN_PX + lead + lo_w + _LEGEND_GAP), bar_w, drop)
+
+
+_CELL_PX = 20  # side of one cell of a token matrix
+_MATRIX_LABEL_PX = 110  # longest row or column label of a token matrix (longer ones end with "…")
+#: Most prompt columns a token matrix draws: beyond, the most relevant ones (a caption line says how many are shown).
+MAX_MATRIX_COLUMNS = 64
+
+
+def normalise_rows(values: np.ndarray) -> np.ndarray:
+    """Each row divided by its largest absolute value (an all-zero row stays zero; non-finite values become 0).
+
+    Example:
+        >>> normalise_rows(np.array([[1.0, -4.0], [0.0, 0.0]])).tolist()
+        [[0.25, -1.0], [0.0, 0.0]]
+    """
+    values = np.where(np.isfinite(values), np.asarray(values, dtype=np.float64), 0.0)
+    peak = np.abs(values).max(axis=1, keepdims=True) if values.size else np.ones((values.shape[0], 1))
+    return values / np.where(peak > 0, peak, 1.0)
+
+
+def render_token_matrix(
+    columns: Sequence[str],
+    rows: Sequence[str],
+    scores: np.ndarray,
+    *,
+    title: str | None = None,
+    caption: str | None = None,
+    signed: bool = False,
+    merge: bool = True,
+    max_columns: int = MAX_MATRIX_COLUMNS,
+) -> np.ndarray:
+    """Render a matrix of token relevance: one row per explained token, one column per input token.
+
+    A causal LM's per-completion-token view (as inseq shows it): row ``c`` is the map of the ``c``-th completion
+    token over the prompt's tokens. Labels are the tokens' text (rows on the left, columns written upwards above the
+    grid, each cut with ``…`` past 110 px). **Each row is normalised** by its largest absolute score
+    (:func:`normalise_rows`), so every row uses the whole colour scale: colours compare the prompt tokens within a
+    row, not the rows' magnitudes; that largest absolute score is written at the row's right end (``max``).
+    Colours as :func:`render_token_heatmap`: white-to-red over ``[0, 1]``, or blue-white-red over ``[-1, 1]`` with
+    ``signed``.
+
+    Args:
+        columns: Input (prompt) tokens, special tokens and padding removed.
+        rows: The explained tokens (one per row).
+        scores: ``[len(rows), len(columns)]`` relevance; non-finite scores are drawn as 0.
+        title: Bold heading.
+        caption: Line(s) under the title.
+        signed: Use the diverging colour map centred at 0.
+        merge: Merge the columns' sub-word pieces into words first (summing each row's scores, see
+            :func:`merge_wordpieces`).
+        max_columns: Most columns drawn: a longer prompt keeps its most relevant columns (largest normalised
+            score over the rows), in their order, and a caption line says how many are shown.
+
+    Returns:
+        RGB image ``[H, W, 3]`` uint8, at least a TensorBoard card wide (350 px), wider with many columns.
+
+    Raises:
+        ValueError: If ``scores`` is not ``[len(rows), len(columns)]``.
+
+    Example:
+        >>> import numpy as np
+        >>> img = render_token_matrix(["k1=v2", "k3=v0", "?", "k1"], ["v2", "</s>"],
+        ...                           np.array([[0.9, 0.1, 0.0, 0.3], [0.2, 0.2, 0.1, 0.1]]), title="demo")
+        >>> img.dtype == np.uint8, img.shape[1], img.shape[2]
+        (True, 350, 3)
+    """
+    values = np.asarray(scores, dtype=np.float64)
+    if values.shape != (len(rows), len(columns)):
+        raise ValueError(f"scores must be [{len(rows)}, {len(columns)}] (rows x columns), got {values.shape}")
+    words = [str(t) for t in columns]
+    if merge and words and len(rows):
+        merged = [merge_wordpieces(words, row) for row in values]
+        words, values = merged[0][0], np.stack([row for _, row in merged])
+    normalised = normalise_rows(values) if len(rows) else values.reshape(0, len(words))
+    finite = np.where(np.isfinite(values), np.abs(values), 0.0)
+    peaks = [f"{peak:.2g}" for peak in (finite.max(axis=1) if finite.size else np.zeros(len(rows)))]
+    caption_lines = [caption] if caption else []
+    if len(words) > max_columns:
+        keep = np.sort(np.argsort(-np.abs(normalised).max(axis=0), kind="stable")[:max_columns])
+        caption_lines.append(f"{max_columns} of {len(words)} prompt tokens shown (the most relevant)")
+        words, normalised = [words[i] for i in keep], normalised[:, keep]
+    with RENDER_LOCK:
+        return _draw_token_matrix(words, [str(r) for r in rows], normalised, peaks, title,
+                                  "\n".join(caption_lines) or None, signed)
+
+
+def _draw_token_matrix(
+    columns: list[str],
+    rows: list[str],
+    values: np.ndarray,
+    peaks: list[str],
+    title: str | None,
+    caption: str | None,
+    signed: bool,
+) -> np.ndarray:
+    label_prop, legend_prop = font(_LEGEND_PT), font(_LEGEND_PT)
+    measure = TextMeasurer()
+
+    def label(text: str) -> str:
+        return truncate_to_width(_visible(text), lambda t: measure.width(t, label_prop), _MATRIX_LABEL_PX)
+
+    row_labels, column_labels = [label(r) for r in rows], [label(c) for c in columns]
+    row_w = max([int(math.ceil(measure.width(t, label_prop))) for t in row_labels] + [0]) + 6
+    column_h = max([int(math.ceil(measure.width(t, label_prop))) for t in column_labels] + [0]) + 6
+    grid_w = _CELL_PX * len(columns)
+    peak_w = max([int(math.ceil(measure.width(t, label_prop))) for t in [*peaks, "max"]]) + 6
+    width = max(CARD_WIDTH_PX, 2 * MARGIN_PX + row_w + grid_w + peak_w)
+    avail = width - 2 * MARGIN_PX
+    header, header_h = layout_header(title, caption, measure, avail)
+    grid_top = MARGIN_PX + header_h + column_h
+    grid_left = MARGIN_PX + row_w
+    grid_bottom = grid_top + _CELL_PX * max(1, len(rows))
+    legend = _layout_legend(signed, 1.0, measure, legend_prop, avail,
+                            "relevance / row max (white = 0):" if signed else "relevance / row max:")
+    legend_top = grid_bottom + 12 + legend.label_drop
+    height = legend_top + _LEGEND_BAR_PX[1] + 8 + MARGIN_PX
+
+    cmap = score_colormap(signed)
+    canvas_rgb = np.full((height, width, 3), 255, dtype=np.uint8)
+    for r in range(len(rows)):
+        for c in range(len(columns)):
+            top, left = grid_top + r * _CELL_PX, grid_left + c * _CELL_PX
+            # a 1-px white seam between cells keeps neighbouring cells of one colour apart
+            canvas_rgb[top : top + _CELL_PX - 1, left : left + _CELL_PX - 1] = score_rgb(
+                cmap, float(values[r, c]), 1.0, signed
+            )
+    gradient = np.linspace(-1.0 if signed else 0.0, 1.0, legend.bar_w)
+    bar = np.stack([score_rgb(cmap, g, 1.0, signed) for g in gradient])
+    canvas_rgb[legend_top : legend_top + _LEGEND_BAR_PX[1], legend.bar_x : legend.bar_x + legend.bar_w] = bar[None]
+
+    fig, canvas = blank_figure(width, height)
+    fig.figimage(canvas_rgb, xo=0, yo=0, origin="upper", resize=False)
+    for text, prop, baseline in header:
+        put_text(fig, text, MARGIN_PX, baseline, prop, color="black")
+    ascent, descent = measure.ascent_descent(label_prop)
+    for r, text in enumerate(row_labels):  # right-aligned against the grid, centred on the row
+        baseline = grid_top + r * _CELL_PX + (_CELL_PX - 1 - (ascent + descent)) / 2 + ascent
+        put_text(fig, text, grid_left - 4 - measure.width(text, label_prop), baseline, label_prop, color="black")
+    for c, text in enumerate(column_labels):  # written upwards from just above the grid, centred on the column
+        put_vertical_text(fig, text, grid_left + c * _CELL_PX + (_CELL_PX - 1) / 2, grid_top - 3, label_prop,
+                          color="black")
+    for r, text in enumerate(peaks):  # each row's scale: what its darkest cell stands for
+        baseline = grid_top + r * _CELL_PX + (_CELL_PX - 1 - (ascent + descent)) / 2 + ascent
+        put_text(fig, text, grid_left + grid_w + 5, baseline, label_prop, color="#666666")
+    if rows:
+        put_text(fig, "max", grid_left + grid_w + 5, grid_top - 4, label_prop, color="#666666")
+    if not rows:
+        put_text(fig, "(no completion tokens)", MARGIN_PX, grid_top + _CELL_PX * 0.72, font(_TOKEN_PT, style="italic"),
+                 color="#666666")
+    legend_baseline = legend_top + _LEGEND_BAR_PX[1] - 1
+    put_text(fig, legend.label, MARGIN_PX, legend_baseline - legend.label_drop, legend_prop, color="#333333")
+    put_text(fig, legend.lo, legend.bar_x - _LEGEND_GAP - legend.lo_w, legend_baseline, legend_prop, color="#333333")
+    put_text(fig, legend.hi, legend.bar_x + legend.bar_w + _LEGEND_GAP, legend_baseline, legend_prop,
+             color="#333333")
+    return figure_to_rgb(canvas)
 
 
 def _visible(token: str) -> str:

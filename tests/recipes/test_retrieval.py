@@ -3,6 +3,7 @@
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -93,11 +94,22 @@ def test_explain_reproduces_the_callback_on_the_causal_lm(tmp_path, monkeypatch,
     )
     run = tmp_path / "runs" / "tiny_lm_retrieval" / "version_0"
     (ckpt,) = (run / "checkpoints").glob("*.ckpt")
-    trained = json.loads((run / "xai" / "explanations.jsonl").read_text().splitlines()[-1])["scalars"]
+    trained_record = json.loads((run / "xai" / "explanations.jsonl").read_text().splitlines()[-1])
+    trained = trained_record["scalars"]
     assert {"xai/attn_lrp/auprc_plausibility", "xai/grad_sam/deletion_auc"} <= set(trained)
     capsys.readouterr()
     cli.main(["explain", "--ckpt", str(ckpt), "--config", recipe, "--out", str(tmp_path / "offline"), *tiny])
-    offline = json.loads((tmp_path / "offline" / "xai" / "explanations.jsonl").read_text().splitlines()[-1])["scalars"]
+    offline_record = json.loads((tmp_path / "offline" / "xai" / "explanations.jsonl").read_text().splitlines()[-1])
+    offline = offline_record["scalars"]
     assert offline.keys() == trained.keys()
     for key, value in trained.items():
         assert offline[key] == pytest.approx(value, rel=1e-5, abs=1e-6), key
+    # the per-completion-token maps of the recipe's 4 heatmap samples, the same offline
+    views = [sample["completion_tokens"] for sample in trained_record["samples"]]
+    assert len(views) == 4 and all(view["tokens"][1] == "</s>" and "attn_lrp" in view["maps"] for view in views)
+    offline_views = [sample.get("completion_tokens") for sample in offline_record["samples"]]
+    assert offline_views[4:] == [None] * (len(offline_views) - 4)  # explain draws 8 heatmaps; the recipe asks for 4
+    for view, again in zip(views, offline_views[:4], strict=True):
+        assert again["tokens"] == view["tokens"] and again["maps"].keys() == view["maps"].keys()
+        for method, rows in view["maps"].items():
+            assert np.asarray(again["maps"][method]) == pytest.approx(np.asarray(rows), rel=1e-4, abs=1e-6), method

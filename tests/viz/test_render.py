@@ -377,3 +377,35 @@ def test_bilinear_resize_matches_torch(shape: tuple[int, int], out: tuple[int, i
         torch.from_numpy(grid)[None, None], size=out, mode="bilinear", align_corners=False
     )[0, 0].numpy()
     np.testing.assert_allclose(ours, ref, atol=1e-10)
+
+
+# ------------------------------------------------------------------------------------------------ token matrices
+
+
+def test_token_matrix_rows_are_normalised_each_cell_its_own_and_the_row_scale_written_beside_it() -> None:
+    from lightning_xai.viz.text import render_token_matrix
+
+    columns, rows = ["k1=v2", "k3=v0", "k1"], ["v2", "</s>"]
+    base = render_token_matrix(columns, rows, np.array([[0.0, 0.0, 1.0], [0.0, 0.0, 1.0]]))
+    moved = render_token_matrix(columns, rows, np.array([[0.0, 0.0, 1.0], [1.0, 0.0, 0.0]]))
+    scaled = render_token_matrix(columns, rows, np.array([[0.0, 0.0, 5.0], [0.0, 0.0, 1.0]]))
+    _assert_rgb(base)
+    assert base.shape == moved.shape == scaled.shape and base.shape[1] == CARD_WIDTH_PX
+    cells = np.argwhere(_changed(base, moved))  # moving row 1's peak changes two cells of that row only
+    assert cells[:, 0].max() - cells[:, 0].min() < 20 and cells[:, 1].max() - cells[:, 1].min() < 3 * 20
+    text = np.argwhere(_changed(base, scaled))  # scaling row 0: same colours, only its written scale ("5" vs "1")
+    assert text.size and text[:, 1].min() > cells[:, 1].max()
+    with pytest.raises(ValueError, match="rows x columns"):
+        render_token_matrix(columns, rows, np.zeros((3, 2)))
+
+
+def test_render_heatmaps_draws_one_matrix_per_method_of_a_causal_lm_sample() -> None:
+    from lightning_xai.records import CompletionTokens
+
+    view = CompletionTokens(["v2"], total=3, maps={"a": np.array([[0.1, 0.9]]), "b": np.array([[0.5, 0.5, 0.5]])})
+    sample = ProbeSample(0, None, None, None, "completion", tokens=["k1=v2", "k1"], maps={"a": np.array([0.2, 0.8])},
+                         completion_tokens=view)
+    errors = []
+    rendered = render_heatmaps([sample], epoch=1, on_error=lambda where, error: errors.append(where))
+    assert [(h.method, h.view) for h in rendered] == [("a", "map"), ("a", "completion_tokens")]
+    assert len(errors) == 1 and "'b'" in errors[0]  # b's map does not fit the prompt: reported, a is still drawn
