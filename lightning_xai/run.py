@@ -18,6 +18,7 @@ import torch
 from torch import Tensor, nn
 from torchmetrics import Metric
 
+from lightning_xai._distributed import SERVED_SHARDING, gathered_parameters, sharding_refusal
 from lightning_xai._runtime import ErrorPolicy, is_out_of_memory
 from lightning_xai.capture import eval_mode
 from lightning_xai.errors import LightningXAIError, UnsupportedMethodError
@@ -183,7 +184,43 @@ def explain_probe_set(
 
     Returns:
         The :class:`EpochResult`.
+
+    Under FSDP2 (``fully_shard``) every rank must call this together, even with no probe sample: the sharded
+    parameters are gathered once for the whole call (:func:`~lightning_xai._distributed.gathered_parameters`), so
+    the passes themselves run no collective and uneven shards, skipped rows and out-of-memory retries cannot leave a
+    rank waiting. Sharding that is not served (FSDP1, tensor parallelism, 2-D meshes) raises before any pass.
     """
+    refusal = sharding_refusal(None, model, serves_fsdp2=True)
+    if refusal is not None:
+        raise LightningXAIError(f"explain_probe_set cannot explain this model: {refusal}. " + SERVED_SHARDING)
+    with gathered_parameters(model, device=torch.device(device), names=[e.name for e in explainers]):
+        return _explain_probe_set(
+            model, probe, explainers, scoreboard, family=family, modality=modality, device=device, target=target,
+            batch_size=batch_size, token_budget=token_budget, num_heatmaps=num_heatmaps, keep_samples=keep_samples,
+            previous_maps=previous_maps, policy=policy, distributed=distributed, on_chunk=on_chunk,
+        )
+
+
+def _explain_probe_set(
+    model: nn.Module,
+    probe: ProbeData,
+    explainers: Sequence[Explainer],
+    scoreboard: Scoreboard,
+    *,
+    family: ModelFamily,
+    modality: Modality,
+    device: torch.device | str,
+    target: Target,
+    batch_size: int,
+    token_budget: int,
+    num_heatmaps: int,
+    keep_samples: bool,
+    previous_maps: Mapping[str, Explanation] | None,
+    policy: ErrorPolicy | None,
+    distributed: bool,
+    on_chunk: Callable[[int], None] | None,
+) -> EpochResult:
+    """:func:`explain_probe_set` once the model can be explained locally."""
     policy = policy if policy is not None else ErrorPolicy()
     device = torch.device(device)
     scoreboard.to(device)
