@@ -40,7 +40,7 @@ def sharded_message(owner: str, reason: str, serves_fsdp2: bool) -> str:
     """The refusal of an unserved sharding: who refuses, the reason, why it matters, and what to do.
 
     Example:
-        >>> sharded_message("ConceptMonitor", "strategy FSDPStrategy", serves_fsdp2=False)[:70]
+        >>> sharded_message("ConceptMonitor", "strategy FSDPStrategy", serves_fsdp2=False)[:71]
         'ConceptMonitor does not support sharded training (strategy FSDPStrategy'
     """
     if serves_fsdp2:

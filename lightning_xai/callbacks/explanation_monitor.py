@@ -91,8 +91,9 @@ class ExplanationMonitor(ProbeHooks, *_CALLBACK_BASES):  # type: ignore[misc]
             see :func:`lightning_xai.run.chunk_rows`).
             Metrics' perturbation forwards are bounded by their ``max_batch_size``/``max_tokens``.
 
-    Under DDP every rank explains its own shard and torchmetrics reduces the metrics; sharded training (FSDP,
-    ``fully_shard``, DeepSpeed ZeRO-3) is refused at ``setup`` with what to do instead.
+    Under DDP and FSDP2 (``fully_shard``, e.g. ``ModelParallelStrategy``) every rank explains its own shard and
+    torchmetrics reduces the metrics (FSDP2: the parameters are gathered once per validation, see
+    ``docs/distributed.md``); FSDP1, DeepSpeed ZeRO-3 and tensor parallelism are refused with what to do instead.
 
     Example::
 
