@@ -221,13 +221,9 @@ def gathered_parameters(model: nn.Module, *, device: torch.device | None = None,
     problem = _fsdp2_internals_problem(modules)
     if problem is not None:
         raise LightningXAIError(f"cannot explain this FSDP2 model: {problem}")
-    if _gathered_for_inference_only(modules):  # the same on every rank: every rank raises here, none waits
-        raise LightningXAIError(
-            "cannot explain this FSDP2 model: its parameters were first gathered inside torch.inference_mode (e.g. "
-            "by trainer.validate() with Trainer(inference_mode=True)), so FSDP2 holds them in inference tensors that "
-            "no explanation can differentiate through. Pass Trainer(inference_mode=False) (validation inside fit() "
-            "already runs without inference mode)."
-        )
+    inference_only = inference_tensors_problem(model)
+    if inference_only is not None:  # the same on every rank: every rank raises here, none waits
+        raise LightningXAIError(inference_only)
     if torch.distributed.is_initialized() and torch.distributed.get_world_size() > 1:
         agree("the explained methods and the sharded model", fingerprint(names, model),
               torch.device("cpu") if device is None else torch.device(device))
@@ -257,19 +253,30 @@ def gathered_parameters(model: nn.Module, *, device: torch.device | None = None,
         yield
 
 
-def _gathered_for_inference_only(modules: Sequence[nn.Module]) -> bool:
-    """Whether FSDP2 allocated a group's full parameters inside ``torch.inference_mode`` (first forward there).
+def inference_tensors_problem(model: nn.Module) -> str | None:
+    """Why FSDP2's full parameters of ``model`` cannot be explained, when it allocated them in inference mode.
 
-    FSDP2 allocates them once and reuses them: inference tensors can then never be written outside inference mode
-    nor saved for a backward, so no explanation pass can run on them.
+    FSDP2 allocates them once, at its first forward, and reuses them: allocated inside ``torch.inference_mode``, they
+    can never be written outside inference mode nor saved for a backward, so no explanation pass can run on them.
+    The answer is the same on every rank.
+
+    Example:
+        >>> from lightning_xai.examples import tiny_bert
+        >>> inference_tensors_problem(tiny_bert()) is None
+        True
     """
-    for module in modules:
+    for module in fsdp2_modules(model):
         for group in _param_groups(module):
             for param in getattr(group, "fsdp_params", ()):
                 full = getattr(param, "_unsharded_param", None)
                 if isinstance(full, torch.Tensor) and full.is_inference():
-                    return True
-    return False
+                    return (
+                        "cannot explain this FSDP2 model: its parameters were first gathered inside "
+                        "torch.inference_mode (e.g. by trainer.validate() with Trainer(inference_mode=True)), so "
+                        "FSDP2 holds them in inference tensors that no explanation can differentiate through. Pass "
+                        "Trainer(inference_mode=False) (validation inside fit() already runs without inference mode)."
+                    )
+    return None
 
 
 def _restore(saved: list[tuple[nn.Module, bool | None, list[tuple[Any, dict[str, Any], bool]]]]) -> None:

@@ -17,7 +17,7 @@ from torchmetrics import Metric
 
 from lightning_xai import _runtime as runtime
 from lightning_xai import run as engine
-from lightning_xai._distributed import sharded_message, sharding_refusal
+from lightning_xai._distributed import inference_tensors_problem, sharded_message, sharding_refusal
 from lightning_xai.adapters import AdaptedBatch, default_model_getter
 from lightning_xai.callbacks._probe_hooks import ProbeHooks
 from lightning_xai.errors import LightningXAIError
@@ -231,8 +231,9 @@ class ExplanationMonitor(ProbeHooks, *_CALLBACK_BASES):  # type: ignore[misc]
         assert self._model is not None and self._family is not None and self._modality is not None
         # sharded after setup (in configure_model): FSDP2 on a 1-D mesh is served, tensor parallelism is not
         sharded = sharding_refusal(None, self._model, serves_fsdp2=True)
-        if sharded is not None:  # the same on every rank, so every rank stops here: no collective is left waiting
-            message = sharded_message("ExplanationMonitor", sharded, serves_fsdp2=True)
+        message = None if sharded is None else sharded_message("ExplanationMonitor", sharded, serves_fsdp2=True)
+        message = message or inference_tensors_problem(self._model)  # FSDP2 gathered under inference_mode
+        if message is not None:  # the same on every rank, so every rank stops here: no collective is left waiting
             self._disable(message, LightningXAIError(message))
             return
         distributed = trainer.world_size > 1

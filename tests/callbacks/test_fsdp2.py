@@ -174,6 +174,25 @@ def _warm_up(model, architecture: str) -> None:
         model(**{k: v[:2] for k, v in inputs.items()})
 
 
+def _monitor_on(model) -> str | None:
+    """The monitor's validation end on ``model`` (a stand-in trainer): its reason when it disabled itself."""
+    import warnings
+    from types import SimpleNamespace
+
+    from lightning_xai import ExplanationMonitor
+
+    trainer = SimpleNamespace(strategy=None, loggers=[], is_global_zero=dist.get_rank() == 0, log_dir=None,
+                              default_root_dir="/nonexistent", datamodule=None, sanity_checking=False,
+                              current_epoch=0, world_size=WORLD)
+    monitor = ExplanationMonitor(model_getter=lambda module: model, tokenizer=make_decoder_tokenizer(),
+                                 write_files=False)
+    monitor.setup(trainer, SimpleNamespace(), "validate")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        monitor.on_validation_epoch_end(trainer, SimpleNamespace())
+    return monitor._disabled_reason
+
+
 def _engine_worker(rank: int, init: str, out: str) -> None:
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=init, rank=rank, world_size=WORLD, timeout=TIMEOUT)
@@ -212,6 +231,7 @@ def _engine_worker(rank: int, init: str, out: str) -> None:
             results["inference_tensors"] = None
         except LightningXAIError as error:
             results["inference_tensors"] = str(error)
+        results["monitor_disabled"] = _monitor_on(model)
         results["training"] = _train(rank)
         torch.save(results, os.path.join(out, f"rank{rank}.pt"))
     finally:
@@ -282,6 +302,7 @@ def test_fsdp2_parameters_first_gathered_under_inference_mode_are_refused_with_t
     for run in engine_runs:
         message = run["inference_tensors"]
         assert message is not None and "inference_mode" in message and "Trainer(inference_mode=False)" in message
+        assert run["monitor_disabled"] == message  # the monitor disables itself on every rank (on_error="warn")
 
 
 # ------------------------------------------------------------------------------- Lightning ModelParallelStrategy
@@ -393,6 +414,13 @@ def test_which_sharding_is_served(monkeypatch):
     assert sharding_refusal(ModelParallelStrategy(), None, serves_fsdp2=True) is None
     assert sharding_refusal(ModelParallelStrategy(), None, serves_fsdp2=False) == "strategy ModelParallelStrategy"
     assert "FSDP1" in sharding_refusal(FSDPStrategy(), None, serves_fsdp2=True)
+    from types import SimpleNamespace
+
+    from lightning_xai import ConceptMonitor
+
+    concepts = ConceptMonitor({"a": ["x y", "y"], "b": ["z", "w"]}, model_getter=lambda module: _model("llama"))
+    with pytest.raises(LightningXAIError, match="ConceptMonitor does not support sharded training.*ModelParallel"):
+        concepts.setup(SimpleNamespace(strategy=ModelParallelStrategy()), SimpleNamespace(), "fit")
     message = sharded_message("ExplanationMonitor", "strategy FSDPStrategy (FSDP1)", serves_fsdp2=True)
     assert "fully_shard" in message and "strategy='ddp'" in message and "lightning-xai explain" in message
     monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")
