@@ -141,24 +141,35 @@ def _full(tensors) -> dict[str, torch.Tensor]:
 
 
 def _train(rank: int) -> dict:
-    """Three AdamW steps of two twin FSDP2 models on this rank's batch; one is explained after each step."""
+    """Three AdamW steps of two twin FSDP2 models, two micro-batches each (gradient accumulation), on this rank's
+    rows; one twin is explained in the middle of each accumulation and after each step (before ``zero_grad``)."""
     twins = {"monitored": _sharded(_model("llama").train()), "plain": _sharded(_model("llama").train())}
     optimizers = {name: torch.optim.AdamW(model.parameters(), lr=1e-2) for name, model in twins.items()}
     inputs, labels = _data("llama")
-    batch = {k: v[rank * 3 : rank * 3 + 3] for k, v in inputs.items()}  # each rank trains on its own rows
+    rows = [slice(rank * 3, rank * 3 + 2), slice(rank * 3 + 2, rank * 3 + 3)]  # each rank trains on its own rows
     grads_unchanged, collectives = [], []
+
+    def explained(model) -> None:
+        grads = _full((n, p.grad) for n, p in model.named_parameters() if p.grad is not None)
+        with _counted() as counts:
+            _explain(model, "llama", CASES["classifier"][1 + rank], distributed=True)
+        collectives.append(dict(counts))
+        after = _full((n, p.grad) for n, p in model.named_parameters() if p.grad is not None)
+        grads_unchanged.append(grads.keys() == after.keys() and all(torch.equal(grads[n], after[n]) for n in grads))
+
     for _ in range(3):
         for name, model in twins.items():
-            loss = torch.nn.functional.cross_entropy(model(**batch).logits, labels[rank * 3 : rank * 3 + 3])
-            loss.backward()
+            for micro, part in enumerate(rows):
+                model.set_requires_gradient_sync(micro == len(rows) - 1)  # FSDP2's no_sync: reduce at the last
+                loss = torch.nn.functional.cross_entropy(model(**{k: v[part] for k, v in inputs.items()}).logits,
+                                                         labels[part])
+                loss.backward()
+                model.set_requires_gradient_sync(True)  # restored after the step, as Lightning's no_sync context does
+                if name == "monitored" and micro == 0:  # unreduced gradients are held: none may be reduced now
+                    explained(model)
             optimizers[name].step()
             if name == "monitored":  # between the step and zero_grad, as a validation runs in Lightning
-                grads = _full((n, p.grad) for n, p in model.named_parameters())
-                with _counted() as counts:
-                    _explain(model, "llama", CASES["classifier"][1 + rank], distributed=True)
-                collectives.append(dict(counts))
-                after = _full((n, p.grad) for n, p in model.named_parameters())
-                grads_unchanged.append(all(torch.equal(grads[n], after[n]) for n in grads))
+                explained(model)
             optimizers[name].zero_grad(set_to_none=True)
     states = {name: _full((f"{n}.{key}", value) for n, p in model.named_parameters()
                           for key, value in optimizers[name].state[p].items() if torch.is_tensor(value))
@@ -287,7 +298,7 @@ def test_fsdp2_ranks_configured_differently_raise_instead_of_hanging(engine_runs
 def test_fsdp2_training_is_bit_identical_with_and_without_explanations(engine_runs):
     for run in engine_runs:
         training = run["training"]
-        assert all(training["grads_unchanged"]) and len(training["grads_unchanged"]) == 3
+        assert all(training["grads_unchanged"]) and len(training["grads_unchanged"]) == 6
         for counts in training["collectives"]:  # every group is resharded after a training backward: 3 gathers
             assert counts.get("all_gather_single") == 3 and "reduce_scatter_single" not in counts
         for kind in ("params", "optimizer"):
