@@ -131,13 +131,3 @@ def release_free_memory() -> bool:
         return bool(libc.malloc_trim(0))
     except (OSError, AttributeError):
         return False
-
-
-def sharded_reason(strategy: Any, model: torch.nn.Module | None) -> str | None:
-    """Why the run shards parameters at all (any sharding), or None; kept for old imports.
-
-    :func:`lightning_xai._distributed.sharding_refusal` also knows which FSDP2 setups the explanation engine serves.
-    """
-    from lightning_xai._distributed import sharding_refusal
-
-    return sharding_refusal(strategy, model, serves_fsdp2=False)
