@@ -233,13 +233,12 @@ def gathered_parameters(model: nn.Module, *, device: torch.device | None = None,
             state = module._get_fsdp_state()  # type: ignore[operator]
             if state._is_root is None:
                 state._lazy_init()
-    saved = [
-        (module, module._get_fsdp_state()._auto_reshard_after_forward  # type: ignore[operator]
-         if hasattr(module._get_fsdp_state(), "_auto_reshard_after_forward") else None,  # type: ignore[operator]
-         [(group, {name: getattr(group, name) for name in GROUP_FIELDS}, group.is_unsharded)
-          for group in _param_groups(module)])
-        for module in modules
-    ]
+    saved = []  # per module: its state's auto flag, and per group: its switches and whether it was gathered
+    for module in modules:
+        groups = [(group, {name: getattr(group, name) for name in GROUP_FIELDS}, group.is_unsharded)
+                  for group in _param_groups(module)]
+        auto = getattr(module._get_fsdp_state(), "_auto_reshard_after_forward", None)  # type: ignore[operator]
+        saved.append((module, auto, groups))
     with ExitStack() as restore:
         restore.callback(_restore, saved)
         for module in modules:
