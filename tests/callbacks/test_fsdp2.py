@@ -51,6 +51,7 @@ CASES = {
     "classifier": ("llama", slice(0, 5), slice(5, 7)),
     "causal_lm": ("llama_lm", slice(0, 4), slice(4, 7)),
     "empty_rank": ("llama", slice(0, 3), slice(3, 3)),  # rank 1 holds no probe sample at all
+    "oom_on_one_rank": ("llama", slice(0, 5), slice(5, 7)),  # rank 1's first chunk runs out of memory: halved, retried
 }
 COLLECTIVES = ("all_gather_single", "reduce_scatter_single", "all_gather_into_tensor", "reduce_scatter_tensor",
                "all_reduce", "all_gather", "broadcast")
@@ -178,6 +179,27 @@ def _train(rank: int) -> dict:
             "optimizer": states, "grads_unchanged": grads_unchanged, "collectives": collectives}
 
 
+@contextmanager
+def _out_of_memory_once(active: bool):
+    """When ``active``, the engine's first explanation pass on this rank fails with an out-of-memory error."""
+    import lightning_xai.run as engine
+
+    original, failed = engine.explain, []
+
+    def flaky(*args, **kwargs):
+        if not failed:
+            failed.append(kwargs["labels"].shape[0] if kwargs.get("labels") is not None else -1)
+            raise RuntimeError("CPU out of memory (simulated on this rank)")
+        return original(*args, **kwargs)
+
+    if active:
+        engine.explain = flaky
+    try:
+        yield failed
+    finally:
+        engine.explain = original
+
+
 def _warm_up(model, architecture: str) -> None:
     """A plain forward on every rank, as validation runs before the monitor (FSDP2 then picks its root)."""
     inputs, _ = _data(architecture)
@@ -215,8 +237,9 @@ def _engine_worker(rank: int, init: str, out: str) -> None:
             if not fresh:
                 _warm_up(model, architecture)
             before = _fsdp_state(model)
+            flaky = case == "oom_on_one_rank" and rank == 1
             # inside inference mode, as Lightning's trainer.validate() calls the monitor
-            with _counted() as counts, torch.inference_mode(not fresh):
+            with _counted() as counts, torch.inference_mode(not fresh), _out_of_memory_once(flaky) as failed:
                 values = _explain(model, architecture, shards[rank], distributed=True)
             if fresh:  # the switches a plain first forward would have left, every group sharded again
                 twin = _sharded(_model(architecture))
@@ -226,7 +249,7 @@ def _engine_worker(rank: int, init: str, out: str) -> None:
                 "values": values, "collectives": dict(counts),
                 "sharded_on_entry": sum(not state[-1] for state in before),
                 "state_restored": _fsdp_state(model) == before,
-                "grads": [n for n, p in model.named_parameters() if p.grad is not None],
+                "grads": [n for n, p in model.named_parameters() if p.grad is not None], "out_of_memory": failed,
             }
         try:  # rank 1 configured differently: every rank must raise, none may wait for the others
             _explain(_sharded(_model("llama")), "llama", CASES["classifier"][1 + rank], distributed=True,
@@ -288,6 +311,7 @@ def test_fsdp2_passes_run_no_collective_and_leave_no_grad(engine_runs, case):
     assert first["collectives"]["all_reduce"] == 1  # the agreement on methods and model
     for run in (first, second):
         assert run["grads"] == [] and run["state_restored"]
+    assert second["out_of_memory"] == ([2] if case == "oom_on_one_rank" else [])  # a chunk of 2, halved locally
 
 
 def test_fsdp2_ranks_configured_differently_raise_instead_of_hanging(engine_runs):
