@@ -2,11 +2,12 @@
 
 The engine gathers the sharded parameters once per call on every rank (``gathered_parameters``), so the passes run no
 collective. Checked against single-process runs on all samples (the same seeds, unsharded): the reduced scalars
-within 1e-5, through the raw engine and through Lightning's ``ModelParallelStrategy``; the collectives each rank
-issues (one all-gather per sharded group, no reduce-scatter, the same sequence on both ranks whatever their shard,
-zero samples included); no parameter ``.grad`` written or changed; training bit-identical with and without the
-explanations between optimizer steps. Processes are forked (the parent's imports are reused) and every process
-group has a short timeout, so a mismatch fails the test instead of hanging it.
+within 1e-5, through the raw engine (a classifier, a causal-LM completion with a row to skip, an empty rank, a rank
+running out of memory) and through Lightning's ``ModelParallelStrategy``; the collectives each rank issues (one
+all-gather per sharded group, no reduce-scatter, the same counts on both ranks whatever their shard); no parameter
+``.grad`` written or changed; training with gradient accumulation bit-identical with and without explanations
+between micro-batches and after optimizer steps. Processes are forked (the parent's imports are reused) and every
+process group has a short timeout, so a mismatch fails the test instead of hanging it.
 """
 
 from __future__ import annotations
@@ -35,13 +36,14 @@ from helpers import (
 from lightning_xai.errors import LightningXAIError
 
 try:
-    from torch.distributed.fsdp import FSDPModule, fully_shard
+    from torch.distributed.fsdp import fully_shard
 except ImportError:  # torch without distributed support
-    fully_shard = FSDPModule = None
+    fully_shard = None
 
 pytestmark = pytest.mark.skipif(
-    not dist.is_available() or fully_shard is None or not dist.is_gloo_available(),
-    reason="needs torch.distributed with gloo and FSDP2 (torch.distributed.fsdp.fully_shard)",
+    not dist.is_available() or fully_shard is None or not dist.is_gloo_available()
+    or "fork" not in torch.multiprocessing.get_all_start_methods(),
+    reason="needs torch.distributed with gloo, FSDP2 (torch.distributed.fsdp.fully_shard) and forked processes",
 )
 
 WORLD = 2
