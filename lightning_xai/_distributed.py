@@ -191,6 +191,22 @@ def agree(what: str, values: Sequence[int], device: torch.device) -> None:
         )
 
 
+def every_rank_ok(ok: bool, device: torch.device | str) -> bool:
+    """Whether every rank passed ``ok=True`` (one all-reduce; every rank must call it at the same point).
+
+    Without ``torch.distributed`` initialised, or with one process, it is ``ok`` itself.
+
+    Example:
+        >>> every_rank_ok(True, "cpu"), every_rank_ok(False, "cpu")
+        (True, False)
+    """
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return ok
+    flag = torch.tensor([int(ok)], dtype=torch.long, device=device)
+    torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MIN)
+    return bool(flag.item())
+
+
 @contextmanager
 def gathered_parameters(model: nn.Module, *, device: torch.device | None = None,
                         names: Sequence[str] = ()) -> Iterator[None]:

@@ -183,8 +183,8 @@ def _train(rank: int) -> dict:
 
 
 @contextmanager
-def _out_of_memory_once(active: bool):
-    """When ``active``, the engine's first explanation pass on this rank fails with an out-of-memory error."""
+def _out_of_memory_once(active: bool, message: str = "CPU out of memory (simulated on this rank)"):
+    """When ``active``, the engine's first explanation pass on this rank fails (by default: out of memory)."""
     import lightning_xai.run as engine
 
     original, failed = engine.explain, []
@@ -192,7 +192,7 @@ def _out_of_memory_once(active: bool):
     def flaky(*args, **kwargs):
         if not failed:
             failed.append(kwargs["labels"].shape[0] if kwargs.get("labels") is not None else -1)
-            raise RuntimeError("CPU out of memory (simulated on this rank)")
+            raise RuntimeError(message)
         return original(*args, **kwargs)
 
     if active:
@@ -260,6 +260,12 @@ def _engine_worker(rank: int, init: str, out: str) -> None:
             results["mismatch"] = None
         except LightningXAIError as error:
             results["mismatch"] = str(error)
+        try:  # rank 1 fails for good (on_error="raise"): rank 0 must raise at the reduction, not wait there
+            with _out_of_memory_once(rank == 1, "a bug on rank 1"):
+                _explain(_sharded(_model("llama")), "llama", CASES["classifier"][1 + rank], distributed=True)
+            results["one_rank_failed"] = None
+        except LightningXAIError as error:
+            results["one_rank_failed"] = str(error)
         model = _sharded(_model("llama"))
         with torch.inference_mode():  # FSDP2 allocates the gathered parameters at its first forward: here
             _warm_up(model, "llama")
@@ -318,7 +324,7 @@ def test_fsdp2_passes_run_no_collective_and_leave_no_grad(engine_runs, case):
     # each group sharded on entry gathered once (2 layers, and the root too when no forward came before)
     assert first["collectives"]["all_gather_single"] == first["sharded_on_entry"] == (3 if case == "empty_rank" else 2)
     assert not any("reduce_scatter" in name for name in first["collectives"])
-    assert first["collectives"]["all_reduce"] == 1  # the agreement on methods and model
+    assert first["collectives"]["all_reduce"] == 2  # the agreement on methods and model, every rank ok to reduce
     for run in (first, second):
         assert run["grads"] == [] and run["state_restored"]
     assert second["out_of_memory"] == ([2] if case == "oom_on_one_rank" else [])  # a chunk of 2, halved locally
@@ -327,6 +333,11 @@ def test_fsdp2_passes_run_no_collective_and_leave_no_grad(engine_runs, case):
 def test_fsdp2_ranks_configured_differently_raise_instead_of_hanging(engine_runs):
     for run in engine_runs:
         assert run["mismatch"] is not None and "disagree on the explained methods" in run["mismatch"]
+
+
+def test_an_error_on_one_rank_is_raised_on_every_rank_instead_of_hanging(engine_runs):
+    assert "a bug on rank 1" in engine_runs[1]["one_rank_failed"]
+    assert "another process failed" in engine_runs[0]["one_rank_failed"]
 
 
 def test_fsdp2_training_is_bit_identical_with_and_without_explanations(engine_runs):
