@@ -223,7 +223,7 @@ def gathered_parameters(model: nn.Module, *, device: torch.device | None = None,
     Args:
         model: the model (its FSDP2 modules are found inside).
         device: the device of the agreement tensor (the process group's: CUDA for NCCL).
-        names: the explained methods, checked equal on every rank.
+        names: the explained methods (and metrics), checked equal on every rank.
 
     Example:
         >>> from lightning_xai.examples import tiny_bert

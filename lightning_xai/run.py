@@ -195,7 +195,8 @@ def explain_probe_set(
     refusal = sharding_refusal(None, model, serves_fsdp2=True)
     if refusal is not None:
         raise LightningXAIError(f"explain_probe_set cannot explain this model: {refusal}. " + SERVED_SHARDING)
-    with gathered_parameters(model, device=torch.device(device), names=[e.name for e in explainers]):
+    names = [e.name for e in explainers] + [metric_name(m) for m in scoreboard.templates]  # equal on every rank
+    with gathered_parameters(model, device=torch.device(device), names=names):
         reduction: list[bool] = []  # appended to when this rank reaches the reduction
         try:
             return _explain_probe_set(
