@@ -131,33 +131,3 @@ def release_free_memory() -> bool:
         return bool(libc.malloc_trim(0))
     except (OSError, AttributeError):
         return False
-
-
-SHARDED_MESSAGE = (
-    "ExplanationMonitor does not support sharded training ({reason}). Explaining runs extra forward and backward "
-    "passes through the model outside the training step: with sharded parameters every rank would have to run the "
-    "very same passes (the monitor gives each rank its own probe samples, so the parameter all-gathers would "
-    "deadlock), and a backward through sharded modules fires their gradient reduce-scatter hooks, which would write "
-    "the parameters' .grad. Monitor a DDP run instead (strategy='ddp'), or explain a saved checkpoint after training "
-    "with `lightning-xai explain`."
-)
-
-
-def sharded_reason(strategy: Any, model: torch.nn.Module | None) -> str | None:
-    """Why the run shards parameters (FSDP, FSDP2/DTensor, DeepSpeed ZeRO-3, ModelParallel), or None.
-
-    Strategies are matched by class name, so both ``lightning.pytorch`` and ``pytorch_lightning`` are recognised.
-    """
-    name = type(strategy).__name__
-    if name in ("FSDPStrategy", "ModelParallelStrategy"):
-        return f"strategy {name}"
-    if name == "DeepSpeedStrategy" and bool(getattr(strategy, "zero_stage_3", False)):
-        return "strategy DeepSpeedStrategy with ZeRO stage 3"
-    if model is None:
-        return None
-    for module in model.modules():
-        if type(module).__name__ == "FullyShardedDataParallel":
-            return "the model is wrapped in FullyShardedDataParallel"
-    if any(type(p).__name__ == "DTensor" for p in model.parameters()):
-        return "the model's parameters are DTensors (fully_shard / tensor parallel)"
-    return None

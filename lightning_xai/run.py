@@ -18,6 +18,7 @@ import torch
 from torch import Tensor, nn
 from torchmetrics import Metric
 
+from lightning_xai._distributed import SERVED_SHARDING, every_rank_ok, gathered_parameters, sharding_refusal
 from lightning_xai._runtime import ErrorPolicy, is_out_of_memory
 from lightning_xai.capture import eval_mode
 from lightning_xai.errors import LightningXAIError, UnsupportedMethodError
@@ -183,7 +184,54 @@ def explain_probe_set(
 
     Returns:
         The :class:`EpochResult`.
+
+    Under FSDP2 (``fully_shard``) every rank must call this together, even with no probe sample: the sharded
+    parameters are gathered once for the whole call (:func:`~lightning_xai._distributed.gathered_parameters`), so
+    the passes themselves run no collective and uneven shards, skipped rows and out-of-memory retries cannot leave a
+    rank waiting. Sharding that is not served (FSDP1, tensor parallelism, 2-D meshes) raises before any pass.
+    With ``distributed``, an error raised on one rank before the reduction (``on_error="raise"``) is told to the
+    others at the reduction (one all-reduce), so they raise too instead of waiting for it until the timeout.
     """
+    refusal = sharding_refusal(None, model, serves_fsdp2=True)
+    if refusal is not None:
+        raise LightningXAIError(f"explain_probe_set cannot explain this model: {refusal}. " + SERVED_SHARDING)
+    names = [e.name for e in explainers] + [metric_name(m) for m in scoreboard.templates]  # equal on every rank
+    with gathered_parameters(model, device=torch.device(device), names=names):
+        reduction: list[bool] = []  # appended to when this rank reaches the reduction
+        try:
+            return _explain_probe_set(
+                model, probe, explainers, scoreboard, family=family, modality=modality, device=device,
+                target=target, batch_size=batch_size, token_budget=token_budget, num_heatmaps=num_heatmaps,
+                keep_samples=keep_samples, previous_maps=previous_maps, policy=policy, distributed=distributed,
+                on_chunk=on_chunk, reduction=reduction,
+            )
+        except Exception:
+            if distributed and not reduction:  # the others wait at the reduction: tell them, then raise here
+                every_rank_ok(False, torch.device(device))
+            raise
+
+
+def _explain_probe_set(
+    model: nn.Module,
+    probe: ProbeData,
+    explainers: Sequence[Explainer],
+    scoreboard: Scoreboard,
+    *,
+    family: ModelFamily,
+    modality: Modality,
+    device: torch.device | str,
+    target: Target,
+    batch_size: int,
+    token_budget: int,
+    num_heatmaps: int,
+    keep_samples: bool,
+    previous_maps: Mapping[str, Explanation] | None,
+    policy: ErrorPolicy | None,
+    distributed: bool,
+    on_chunk: Callable[[int], None] | None,
+    reduction: list[bool],
+) -> EpochResult:
+    """:func:`explain_probe_set` once the model can be explained locally (``reduction``: see there)."""
     policy = policy if policy is not None else ErrorPolicy()
     device = torch.device(device)
     scoreboard.to(device)
@@ -241,6 +289,10 @@ def explain_probe_set(
 
     result.maps = {name: _concatenate(parts) for name, parts in collected.items()}
     scoreboard.update_stability(result.maps, previous_maps or {})
+    reduction.append(True)
+    if distributed and not every_rank_ok(True, device):  # another rank raised before the reduction
+        raise LightningXAIError("another process failed while explaining its probe shard (its error is raised "
+                                "there); this one stops too instead of waiting for it at the reduction")
     result.values, result.higher_is_better = scoreboard.compute(distributed)
     for name, count in result.skipped.items():  # this process's losses (a method, or a method/metric pair)
         result.values[scoreboard.keys.skipped(name)] = torch.tensor(float(count))

@@ -18,6 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from lightning_xai import _runtime as runtime
+from lightning_xai._distributed import sharded_message, sharding_refusal
 from lightning_xai.adapters import AdaptedBatch, default_model_getter
 from lightning_xai.callbacks._probe_hooks import ProbeHooks
 from lightning_xai.callbacks.explanation_monitor import _CALLBACK_BASES
@@ -306,9 +307,9 @@ class ConceptMonitor(ProbeHooks, *_CALLBACK_BASES):  # type: ignore[misc]
     def setup(self, trainer: Any, pl_module: Any, stage: str) -> None:
         """Resolve the model's family, check it serves TTCAV and that the concept sets fit the model; encode them."""
         model = (self.model_getter or default_model_getter)(pl_module)
-        sharded = runtime.sharded_reason(getattr(trainer, "strategy", None), model)
-        if sharded is not None:
-            raise LightningXAIError(runtime.SHARDED_MESSAGE.format(reason=sharded))
+        sharded = sharding_refusal(getattr(trainer, "strategy", None), model, serves_fsdp2=False)
+        if sharded is not None:  # its concept passes do not run under gathered parameters: no sharding is served
+            raise LightningXAIError(sharded_message("ConceptMonitor", sharded, serves_fsdp2=False))
         family = resolve_family(model)
         check_family(family)
         if family.modality != self.kind:

@@ -17,6 +17,7 @@ from torchmetrics import Metric
 
 from lightning_xai import _runtime as runtime
 from lightning_xai import run as engine
+from lightning_xai._distributed import inference_tensors_problem, sharded_message, sharding_refusal
 from lightning_xai.adapters import AdaptedBatch, default_model_getter
 from lightning_xai.callbacks._probe_hooks import ProbeHooks
 from lightning_xai.completion_tokens import DEFAULT_MAX_TOKENS, DEFAULT_SAMPLES, add_completion_tokens
@@ -101,8 +102,9 @@ class ExplanationMonitor(ProbeHooks, *_CALLBACK_BASES):  # type: ignore[misc]
             longer completion is warned about once and counted in ``completion_tokens_truncated``). Each token is
             one more explained row of its sample, in passes bounded by ``batch_size`` and ``token_budget``.
 
-    Under DDP every rank explains its own shard and torchmetrics reduces the metrics; sharded training (FSDP,
-    ``fully_shard``, DeepSpeed ZeRO-3) is refused at ``setup`` with what to do instead.
+    Under DDP and FSDP2 (``fully_shard``, e.g. ``ModelParallelStrategy``) every rank explains its own shard and
+    torchmetrics reduces the metrics (FSDP2: the parameters are gathered once per validation, see
+    ``docs/distributed.md``); FSDP1, DeepSpeed ZeRO-3 and tensor parallelism are refused with what to do instead.
 
     Example::
 
@@ -207,9 +209,9 @@ class ExplanationMonitor(ProbeHooks, *_CALLBACK_BASES):  # type: ignore[misc]
         """Resolve the model's family and modality, refuse what cannot work, and open the sinks."""
         # a causal LM is explained through its CompletionScorer (the completion of each SFT sample)
         model = explainable_model((self.model_getter or default_model_getter)(pl_module))
-        sharded = runtime.sharded_reason(getattr(trainer, "strategy", None), model)
-        if sharded is not None:
-            raise LightningXAIError(runtime.SHARDED_MESSAGE.format(reason=sharded))
+        sharded = sharding_refusal(getattr(trainer, "strategy", None), model, serves_fsdp2=True)
+        if sharded is not None:  # FSDP2 (fully_shard, ModelParallelStrategy) is served; FSDP1, ZeRO-3, TP are not
+            raise LightningXAIError(sharded_message("ExplanationMonitor", sharded, serves_fsdp2=True))
         family = resolve_family(model)
         check_target(self.target, model)
         family.explained_target(self.target)  # a family that always explains one output refuses another here
@@ -244,9 +246,11 @@ class ExplanationMonitor(ProbeHooks, *_CALLBACK_BASES):  # type: ignore[misc]
         if self._scoreboard is None:  # setup() not called, e.g. when used outside a Trainer
             self.setup(trainer, pl_module, "validate")
         assert self._model is not None and self._family is not None and self._modality is not None
-        sharded = runtime.sharded_reason(None, self._model)  # sharded after setup (fully_shard in configure_model)
-        if sharded is not None:  # the same on every rank, so every rank stops here: no collective is left waiting
-            message = runtime.SHARDED_MESSAGE.format(reason=sharded)
+        # sharded after setup (in configure_model): FSDP2 on a 1-D mesh is served, tensor parallelism is not
+        sharded = sharding_refusal(None, self._model, serves_fsdp2=True)
+        message = None if sharded is None else sharded_message("ExplanationMonitor", sharded, serves_fsdp2=True)
+        message = message or inference_tensors_problem(self._model)  # FSDP2 gathered under inference_mode
+        if message is not None:  # the same on every rank, so every rank stops here: no collective is left waiting
             self._disable(message, LightningXAIError(message))
             return
         distributed = trainer.world_size > 1

@@ -343,9 +343,13 @@ def test_sharded_strategies_are_refused_at_setup_with_what_to_do(tokenizer):
 
 
 def test_model_sharded_after_setup_disables_the_monitor_without_touching_training(tmp_path, tokenizer, monkeypatch):
-    """``fully_shard`` (FSDP2) in ``configure_model`` runs after the callbacks' setup: caught before explaining."""
+    """Tensor parallelism applied in ``configure_model`` (after the callbacks' setup) is caught before explaining.
+
+    (FSDP2's ``fully_shard`` is served: tests/callbacks/test_fsdp2.py.)
+    """
     import torch.distributed as dist
-    from torch.distributed.fsdp import fully_shard
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.tensor.parallel import ColwiseParallel, parallelize_module
 
     from lightning_xai.errors import LightningXAIError
 
@@ -359,11 +363,11 @@ def test_model_sharded_after_setup_disables_the_monitor_without_touching_trainin
                                      sanity_checking=False, default_root_dir=str(tmp_path), datamodule=None,
                                      current_epoch=0))()
         monitor.setup(trainer, module, "fit")
-        fully_shard(module.model)
-        with pytest.warns(UserWarning, match="does not support sharded training.*DTensor"):
+        parallelize_module(module.model.classifier, init_device_mesh("cpu", (1,)), ColwiseParallel())
+        with pytest.warns(UserWarning, match="does not support sharded training.*tensor parallelism"):
             monitor.on_validation_epoch_end(trainer, module)
         assert monitor.history == {} and monitor._disabled_reason is not None
-        with pytest.raises(LightningXAIError, match="does not support sharded training"):
+        with pytest.raises(LightningXAIError, match="does not support sharded training.*fully_shard"):
             strict = _monitor(on_error="raise")
             strict.setup(trainer, module, "fit")
     finally:
