@@ -21,6 +21,7 @@ from torchmetrics import Metric
 from lightning_xai._distributed import SERVED_SHARDING, every_rank_ok, gathered_parameters, sharding_refusal
 from lightning_xai._runtime import ErrorPolicy, is_out_of_memory
 from lightning_xai.capture import eval_mode
+from lightning_xai.capture.base import AttentionCapture
 from lightning_xai.errors import LightningXAIError, UnsupportedMethodError
 from lightning_xai.explainers import Explainer, resolve_explainers
 from lightning_xai.explanation_pass import Target, explain, streams_attention
@@ -121,23 +122,35 @@ def label_names(model: nn.Module) -> dict[int, str]:
     return {int(k): str(v) for k, v in id2label.items()}
 
 
-def chunk_rows(explainers: Sequence[Explainer], width: int, batch_size: int, token_budget: int) -> int:
+def chunk_rows(
+    explainers: Sequence[Explainer],
+    width: int,
+    batch_size: int,
+    token_budget: int,
+    capture: AttentionCapture | None = None,
+) -> int:
     """Rows of one explanation chunk: at most ``batch_size``, and ``token_budget`` counted as rows x tokens^2.
 
     The recorded eager attention and its gradient grow with ``T x T`` per row. When the pass streams instead
-    (:func:`~lightning_xai.explanation_pass.streams_attention`: ``GradSAM(attention="sdpa")``, no method needing the
-    maps) and no method runs its own pass (LRP and integrated gradients do; theirs may record the maps), the
-    explanation's memory grows with ``T``, and the budget counts rows x tokens.
+    (:func:`~lightning_xai.explanation_pass.streams_attention`: no method needing the maps, and one asking for the
+    sdpa pass or the model's ``capture`` able to stream) and no method runs its own pass (LRP and integrated
+    gradients do; theirs may record the maps), the explanation's memory grows with ``T``, and the budget counts
+    rows x tokens.
 
     Example:
-        >>> from lightning_xai.explainers import AttnLRP, GradSAM
+        >>> from lightning_xai.examples import tiny_bert
+        >>> from lightning_xai.explainers import AttnLRP, GradientXInput, GradSAM
+        >>> from lightning_xai.families import resolve_family
         >>> budget = 32 * 128 * 128
         >>> chunk_rows([GradSAM()], 2048, 32, budget), chunk_rows([GradSAM(attention="sdpa")], 2048, 32, budget)
         (1, 32)
         >>> chunk_rows([GradSAM(attention="sdpa"), AttnLRP()], 512, 32, budget)  # LRP's own pass: rows x T^2
         2
+        >>> capture = resolve_family(tiny_bert()).capture()  # gradient x input streams wherever the capture can
+        >>> chunk_rows([GradientXInput()], 2048, 32, budget), chunk_rows([GradientXInput()], 2048, 32, budget, capture)
+        (1, 32)
     """
-    linear = streams_attention(explainers) and not any("own_pass" in e.requirements() for e in explainers)
+    linear = streams_attention(explainers, capture) and not any("own_pass" in e.requirements() for e in explainers)
     cost = width if linear else width * width
     return max(1, min(batch_size, token_budget // cost))
 
@@ -241,7 +254,7 @@ def _explain_probe_set(
     relevance: dict[str, list[np.ndarray]] = {}
     total = len(probe)
     width = modality.num_tokens(probe.inputs) if total else 1
-    start, size = 0, chunk_rows(explainers, width, batch_size, token_budget)
+    start, size = 0, chunk_rows(explainers, width, batch_size, token_budget, family.capture())
 
     def forward(inputs: ModelInputs) -> Tensor:
         return logits_of(model(**inputs))
