@@ -196,14 +196,8 @@ def put_text(fig: Figure, text: str, px: float, baseline: float, prop: FontPrope
     """Draw literal text (no mathtext, no TeX) with its baseline at a top-left pixel position."""
     width, height = fig.get_size_inches() * fig.dpi
     fig.text(
-        px / width,
-        1.0 - baseline / height,
-        text,
-        fontproperties=prop,
-        va="baseline",
-        parse_math=False,
-        usetex=False,
-        **kw,
+        px / width, 1.0 - baseline / height, text, fontproperties=prop, parse_math=False, usetex=False,
+        **{"va": "baseline", **kw},
     )
 
 
@@ -211,20 +205,7 @@ def put_vertical_text(
     fig: Figure, text: str, center_x: float, bottom: float, prop: FontProperties, **kw: object
 ) -> None:
     """Draw literal text written upwards (rotated 90°), starting at pixel row ``bottom``, centred on ``center_x``."""
-    width, height = fig.get_size_inches() * fig.dpi
-    fig.text(
-        center_x / width,
-        1.0 - bottom / height,
-        text,
-        fontproperties=prop,
-        rotation=90,
-        rotation_mode="anchor",
-        ha="left",
-        va="center",
-        parse_math=False,
-        usetex=False,
-        **kw,
-    )
+    put_text(fig, text, center_x, bottom, prop, rotation=90, rotation_mode="anchor", ha="left", va="center", **kw)
 
 
 def figure_to_rgb(canvas: FigureCanvasAgg) -> np.ndarray:
