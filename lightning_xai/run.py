@@ -30,7 +30,7 @@ from lightning_xai.metrics import ScoringContext, resolve_metrics
 from lightning_xai.modalities import Modality, select
 from lightning_xai.probe import ProbeData
 from lightning_xai.records import ProbeSample
-from lightning_xai.scoring import Scoreboard, Skipped, metric_name
+from lightning_xai.scoring import Scoreboard, Skipped, metric_name, reusable_logits
 from lightning_xai.types import Explanation, ModelInputs, logits_of
 
 #: Default bound on ``rows x tokens^2`` of one explanation chunk (32 rows of 128 tokens; 2 rows of 512).
@@ -287,7 +287,8 @@ def _explain_probe_set(
             _count(result.skipped, [name], count)
         empty = _rows_without_anything_to_explain(family, chunk, maps, result, policy)
         with eval_mode(model), torch.no_grad():
-            context = ScoringContext(forward=forward, inputs=chunk, modality=modality, rationale=rationale)
+            context = ScoringContext(forward=forward, inputs=chunk, modality=modality, rationale=rationale,
+                                     logits=reusable_logits(model, maps) if maps else None)
             scored = scoreboard.update(maps, context, result.skipped)
         for name, explanation in scored.items():
             collected.setdefault(name, []).append(explanation.to("cpu"))

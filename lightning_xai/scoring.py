@@ -57,6 +57,41 @@ def degenerate_rows(explanation: Explanation) -> Tensor:
     return (tokens > 0) & ((nonzero == 0) | ((nonzero == 1) & (tokens >= 2)))
 
 
+def reusable_logits(model: torch.nn.Module, maps: Mapping[str, Explanation]) -> Tensor | None:
+    """The explanation forward's logits, for the metrics' unperturbed rows, when a metric forward would give them.
+
+    :func:`~lightning_xai.explain` runs one forward of the model on the chunk in eval mode; the perturbation engine
+    would run another on the same inputs (no grad, the model's own attention backend). In float32 both give the
+    same logits up to float noise (about 1e-7 on the probabilities), so the second is skipped. Under autocast, with
+    16-bit weights or with TF32 matmuls (``torch.get_float32_matmul_precision() != "highest"``) the two attention
+    backends differ by more than that: None (the engine forwards the row).
+
+    Example:
+        >>> import torch
+        >>> from lightning_xai.examples import tiny_bert, tiny_text_batch, tiny_text_modality
+        >>> from lightning_xai import explain
+        >>> model = tiny_bert()
+        >>> maps = explain(model, tiny_text_batch(), ["grad_sam", "random"], modality=tiny_text_modality())
+        >>> reusable_logits(model, maps) is maps["grad_sam"].logits
+        True
+        >>> with torch.autocast("cpu", dtype=torch.bfloat16):
+        ...     reusable_logits(model, maps) is None
+        True
+    """
+    shared = {id(e.logits) for e in maps.values()}
+    logits = next(iter(maps.values())).logits if len(shared) == 1 else None
+    if logits is None or _autocast_active() or torch.get_float32_matmul_precision() != "highest":
+        return None
+    if any(p.dtype in (torch.float16, torch.bfloat16) for p in model.parameters()):
+        return None
+    return logits
+
+
+def _autocast_active() -> bool:
+    devices = ["cpu", "cuda", *(("mps",) if torch.backends.mps.is_available() else ())]
+    return any(torch.is_autocast_enabled(device) for device in devices)
+
+
 def without_rows(explanation: Explanation, rows: Tensor) -> Explanation:
     """``explanation`` with samples ``rows`` (``[B]`` bool) holding no content tokens: every metric skips them."""
     special = explanation.special_mask
@@ -193,7 +228,7 @@ class Scoreboard:
             rows, tokens = self._suite_limits
             try:
                 suite = evaluate_suite(context.forward, context.inputs, maps, context.modality, shared,
-                                       max_batch_size=rows, max_tokens=tokens)
+                                       max_batch_size=rows, max_tokens=tokens, unperturbed=context.logits)
                 break
             except Exception as error:
                 if is_out_of_memory(error) and (rows > 1 or (tokens or 1) > 1):

@@ -56,6 +56,9 @@ class ScoringContext:
         values: ``[B]`` per-sample values of THIS metric, already computed by a shared engine pass
             (:func:`~lightning_xai.metrics.evaluate_suite`); perturbation metrics then skip the engine.
         reference_values: ``[B]`` (gain) the wrapped metric's per-sample values of ``reference``, already computed.
+        logits: ``[B, C]`` logits of ``inputs`` from a forward of the same model in the same mode (the explanation
+            pass's, :func:`~lightning_xai.scoring.reusable_logits`): the engine's unperturbed rows are taken from
+            here instead of being forwarded again.
 
     Example:
         >>> ScoringContext().forward is None
@@ -69,6 +72,7 @@ class ScoringContext:
     reference: Explanation | None = None
     values: Tensor | None = None
     reference_values: Tensor | None = None
+    logits: Tensor | None = None
 
 
 def nan_mean(values: Tensor) -> Tensor:
@@ -295,4 +299,4 @@ class PerturbationMetric(SampleMeanMetric):
         self._require(context, "forward", "inputs", "modality")
         assert context.forward is not None and context.inputs is not None and context.modality is not None
         return evaluate_suite(context.forward, context.inputs, {explanation.method: explanation}, context.modality,
-                              [self])[0][explanation.method]
+                              [self], unperturbed=context.logits)[0][explanation.method]

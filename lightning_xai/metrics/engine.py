@@ -9,6 +9,8 @@ insertion curves.
 
 from __future__ import annotations
 
+import bisect
+import heapq
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal, Protocol
 
@@ -107,13 +109,18 @@ def forward_removals(
     max_batch_size: int = 256,
     max_tokens: int | None = None,
     stats: dict[str, int] | None = None,
+    unperturbed: Tensor | None = None,
 ) -> Tensor:
     """Logits of every perturbed input ``remove(inputs[b], removed[b, r])``: the engine's one entry point.
 
     Identical ``(sample, mask)`` rows are forwarded once (so the unperturbed and the everything-removed rows that
     every method and every metric share cost one forward each per sample). Unique rows are sorted by the length they
-    need, built lazily per chunk of at most ``max_batch_size`` rows and at most ``max_tokens`` rows x width (text),
-    trimmed to the chunk's longest row and run under ``no_grad`` with the model's own attention backend.
+    need, built lazily per chunk (at most ``max_batch_size`` rows and ``max_tokens`` rows x width for text; within
+    those bounds the cut points minimise the padded positions plus a per-forward cost, see :func:`chunk_bounds`),
+    trimmed to the chunk's longest row and run under ``no_grad`` with the model's own attention backend. With
+    ``unperturbed`` (the logits of an explanation forward of the same model on the same inputs), the unperturbed
+    rows are not forwarded again: a sample's all-False row takes its logits from there, when removing nothing gives
+    back exactly its inputs (it does not for, e.g., ``"retokenize"``, whose round trip may change the ids).
 
     Args:
         forward: inputs -> logits ``[rows, C]``; an :class:`EmbeddingForward` for ``removal="zero_embedding"``.
@@ -123,8 +130,12 @@ def forward_removals(
         max_batch_size: most rows per forward.
         max_tokens: most ``rows x width`` per forward for inputs with a length (text), None for no bound; a row
             longer than the bound runs alone.
-        stats: when given, filled with ``rows`` (requested), ``unique_rows``, ``forwards`` and ``tokens`` (positions
-            actually forwarded, padding included) and ``real_tokens`` (positions needed).
+        stats: when given, filled with ``rows`` (requested), ``unique_rows``, ``reused_rows`` (unique rows taken
+            from ``unperturbed``), ``forwards``, ``forwarded_rows``, ``tokens`` (positions actually forwarded,
+            padding included) and ``real_tokens`` (positions the forwarded rows need).
+        unperturbed: ``[B, C]`` logits of ``inputs`` from a forward of the same model in the same mode (eval, same
+            precision), e.g. :attr:`Explanation.logits <lightning_xai.types.Explanation.logits>` of the explanation
+            pass; None forwards the unperturbed rows like the others.
 
     Returns:
         ``[B, R, C]`` float32 logits.
@@ -144,59 +155,119 @@ def forward_removals(
     if zero_embedding and not callable(getattr(forward, "zeroed", None)):
         raise TypeError("removal='zero_embedding' needs a forward with a zeroed() method: wrap the model in "
                         "lightning_xai.metrics.EmbeddingForward(model)")
+    reused = torch.zeros(len(unique), dtype=torch.bool, device=device)
+    if unperturbed is not None:
+        if unperturbed.dim() != 2 or unperturbed.shape[0] != num_samples:
+            raise ValueError(f"unperturbed must be [B, C] logits of the {num_samples} samples, got shape "
+                             f"{tuple(unperturbed.shape)}")
+        unchanged = _unchanged_by_empty_removal(inputs, modality, num_samples, num_tokens, device)
+        reused = ~u_removed.any(dim=1) & unchanged[u_sample]
+    todo = (~reused).nonzero().squeeze(1)
 
     base_lengths = modality.lengths(inputs)
+    lengths: Tensor | None = None
     if base_lengths is not None:
-        lengths = torch.empty(len(unique), dtype=torch.long, device=device)
-        for start in range(0, len(unique), 4096):  # lengths without building rows
-            part = slice(start, start + 4096)
-            lengths[part] = modality.removed_lengths(select(inputs, u_sample[part]), u_removed[part])
-        order = torch.argsort(lengths.cpu(), stable=True).to(device)
-        bounds = chunk_bounds(lengths.cpu()[order.cpu()], max_batch_size, max_tokens)
+        lengths = torch.empty(len(todo), dtype=torch.long, device=device)
+        for start in range(0, len(todo), 4096):  # lengths without building rows
+            part = todo[start : start + 4096]
+            lengths[start : start + len(part)] = modality.removed_lengths(select(inputs, u_sample[part]),
+                                                                           u_removed[part])
+        sort = torch.argsort(lengths.cpu(), stable=True).to(device)
+        order, lengths = todo[sort], lengths[sort]
+        bounds = chunk_bounds(lengths.cpu(), max_batch_size, max_tokens, forward_cost=_forward_cost(device, max_tokens))
     else:
-        lengths = None
-        order = torch.arange(len(unique), device=device)
+        order = todo
         bounds = [(start, min(start + max_batch_size, len(order))) for start in range(0, len(order), max_batch_size)]
     logits: Tensor | None = None
-    forwards = tokens = 0
+    if reused.any():
+        assert unperturbed is not None
+        logits = torch.empty(len(unique), unperturbed.shape[-1], dtype=torch.float32, device=unperturbed.device)
+        logits[reused.to(logits.device)] = unperturbed.detach().float()[u_sample[reused].to(logits.device)]
+    forwards = tokens = real_tokens = 0
     for start, stop in bounds:
         chunk = order[start:stop]
         samples = u_sample[chunk]
         mask = u_removed[chunk]
         perturbed = modality.remove(select(inputs, samples), mask)
         if lengths is not None:
-            width = int(lengths[chunk].max())
+            width = int(lengths[stop - 1])  # sorted: the chunk's last row is its longest
             perturbed = modality.trim(perturbed, width)
             mask = mask[:, :width]
             tokens += width * len(chunk)
+            real_tokens += int(lengths[start:stop].sum())
         out = forward.zeroed(perturbed, mask) if zero_embedding else forward(perturbed)  # type: ignore[attr-defined]
         out = logits_of(out).float()
         if logits is None:
             logits = torch.empty(len(unique), out.shape[-1], dtype=torch.float32, device=out.device)
-        logits[chunk.to(out.device)] = out
+        logits[chunk.to(logits.device)] = out.to(logits.device)
         forwards += 1
     assert logits is not None
     if stats is not None:
-        stats.update(rows=num_samples * num_rows, unique_rows=len(unique), forwards=forwards, tokens=tokens,
-                     real_tokens=int(lengths.sum()) if lengths is not None else 0)
+        stats.update(rows=num_samples * num_rows, unique_rows=len(unique), reused_rows=int(reused.sum()),
+                     forwards=forwards, forwarded_rows=len(order), tokens=tokens, real_tokens=real_tokens)
     return logits[inverse.to(logits.device)].reshape(num_samples, num_rows, -1)
 
 
-def chunk_bounds(sorted_lengths: Tensor, max_rows: int, max_tokens: int | None) -> list[tuple[int, int]]:
-    """``(start, stop)`` of consecutive chunks of length-sorted rows, as large as both bounds allow.
+def _unchanged_by_empty_removal(
+    inputs: ModelInputs, modality: Modality, num_samples: int, num_tokens: int, device: torch.device
+) -> Tensor:
+    """``[B]`` bool: the samples whose inputs ``modality.remove`` gives back exactly when nothing is removed."""
+    rebuilt = modality.remove(inputs, torch.zeros(num_samples, num_tokens, dtype=torch.bool, device=device))
+    same = torch.ones(num_samples, dtype=torch.bool, device=device)
+    if set(rebuilt) != set(inputs):
+        return ~same
+    for key, value in inputs.items():
+        other = rebuilt[key]
+        if not isinstance(value, Tensor) or not isinstance(other, Tensor):
+            if other is not value:
+                return ~same
+            continue
+        per_sample = value.dim() > 0 and value.shape[0] == num_samples
+        if other.shape != value.shape or other.dtype != value.dtype or not per_sample:
+            return ~same
+        same &= (other == value).reshape(num_samples, -1).all(dim=1).to(device)
+    return same
 
-    At most ``max_rows`` rows and, when ``max_tokens`` is given, at most ``max_tokens`` rows x width (the width of a
-    chunk is its last, longest row's length; a single row longer than the bound forms its own chunk).
+
+def _forward_cost(device: torch.device, max_tokens: int | None) -> int:
+    """What one more forward costs, in padded positions, when :func:`chunk_bounds` weighs a cut.
+
+    On CPU the time of a forward is about proportional to the positions it holds (the fixed cost of a call is a few
+    milliseconds, tens of positions of MiniLM), so the chunks follow the lengths closely; on an accelerator a call's
+    fixed cost is worth thousands of positions, so chunks are only cut where that saves a full bound of padding.
+    """
+    if device.type == "cpu":
+        return 64
+    return max_tokens if max_tokens is not None else 256 * 64
+
+
+def chunk_bounds(
+    sorted_lengths: Tensor, max_rows: int, max_tokens: int | None, forward_cost: int | None = None
+) -> list[tuple[int, int]]:
+    """``(start, stop)`` of consecutive chunks of length-sorted rows.
+
+    Every chunk holds at most ``max_rows`` rows and, when ``max_tokens`` is given, at most ``max_tokens`` rows x
+    width (the width of a chunk is its last, longest row's length; a single row longer than the bound forms its own
+    chunk). Without ``forward_cost`` the chunks are as large as both bounds allow (greedy). With it, the cut points
+    minimise ``padded positions + forward_cost x forwards`` (the padded positions of a chunk are rows x width):
+    a chunk ends either where the length changes or where a bound stops it, and a shortest path over those cut
+    points finds the cheapest partition among them.
 
     Example:
         >>> import torch
         >>> chunk_bounds(torch.tensor([2, 2, 3, 8, 9]), max_rows=4, max_tokens=9)
         [(0, 3), (3, 4), (4, 5)]
+        >>> chunk_bounds(torch.tensor([2, 2, 2, 9, 9, 9]), max_rows=6, max_tokens=None)
+        [(0, 6)]
+        >>> chunk_bounds(torch.tensor([2, 2, 2, 9, 9, 9]), max_rows=6, max_tokens=None, forward_cost=4)
+        [(0, 3), (3, 6)]
     """
     lengths = sorted_lengths.tolist()
-    bounds, start = [], 0
-    while start < len(lengths):
-        low, high = 1, min(max_rows, len(lengths) - start)  # rows in the chunk; the largest that fits
+    count = len(lengths)
+
+    def largest(start: int) -> int:
+        """Rows of the largest chunk starting at ``start`` that both bounds allow."""
+        low, high = 1, min(max_rows, count - start)
         if max_tokens is not None:
             while low < high:  # rows * width grows with rows (lengths ascend): bisect
                 middle = (low + high + 1) // 2
@@ -204,9 +275,39 @@ def chunk_bounds(sorted_lengths: Tensor, max_rows: int, max_tokens: int | None) 
                     low = middle
                 else:
                     high = middle - 1
-        bounds.append((start, start + high))
-        start += high
-    return bounds
+            return low
+        return high
+
+    if forward_cost is None:
+        bounds, start = [], 0
+        while start < count:
+            stop = start + largest(start)
+            bounds.append((start, stop))
+            start = stop
+        return bounds
+    # cut points: where the length changes (and the end); a chunk may also stop where a bound stops it
+    changes = [i for i in range(1, count) if lengths[i] != lengths[i - 1]] + [count]
+    best: dict[int, tuple[int, int]] = {0: (0, -1)}  # position -> (cost to reach it, previous position)
+    frontier = [0]
+    while frontier:
+        start = heapq.heappop(frontier)
+        cost = best[start][0]
+        if start == count:
+            break
+        limit = start + largest(start)
+        stops = {limit, *changes[bisect.bisect_right(changes, start) : bisect.bisect_right(changes, limit)]}
+        for stop in stops:
+            total = cost + (stop - start) * lengths[stop - 1] + forward_cost
+            if stop not in best:
+                heapq.heappush(frontier, stop)
+            if stop not in best or total < best[stop][0]:
+                best[stop] = (total, start)
+    bounds, stop = [], count
+    while stop > 0:
+        start = best[stop][1]
+        bounds.append((start, stop))
+        stop = start
+    return bounds[::-1]
 
 
 @torch.no_grad()
@@ -220,6 +321,7 @@ def evaluate_suite(
     max_batch_size: int | None = None,
     max_tokens: int | None = None,
     stats: list[dict[str, int]] | None = None,
+    unperturbed: Tensor | None = None,
 ) -> list[dict[str, Tensor]]:
     """Every metric on every method's maps of one batch, with one shared, deduplicated engine pass per removal.
 
@@ -232,6 +334,8 @@ def evaluate_suite(
         max_batch_size: rows per forward (default: the smallest of the metrics').
         max_tokens: rows x tokens per forward for text (default: the smallest of the metrics'; None if none has one).
         stats: when given, one engine statistics dict per removal group is appended.
+        unperturbed: ``[B, C]`` logits of ``inputs`` from the explanation forward of the same model in the same mode;
+            the unperturbed rows then cost no forward (see :func:`forward_removals`).
 
     Returns:
         ``out[i][method]``: ``[B]`` values of ``metrics[i]`` (NaN where skipped).
@@ -255,7 +359,7 @@ def evaluate_suite(
         group_stats: dict[str, int] = {}
         logits = forward_removals(
             forward, inputs, resolve_modality(modality, removal), torch.cat(parts, dim=1), max_batch_size=budget,
-            max_tokens=max_tokens, stats=group_stats,
+            max_tokens=max_tokens, stats=group_stats, unperturbed=unperturbed,
         )
         if stats is not None:
             stats.append(group_stats)
