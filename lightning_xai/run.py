@@ -133,9 +133,9 @@ def chunk_rows(
 
     The recorded eager attention and its gradient grow with ``T x T`` per row. When the pass streams instead
     (:func:`~lightning_xai.explanation_pass.streams_attention`: no method needing the maps, and one asking for the
-    sdpa pass or the model's ``capture`` able to stream) and no method runs its own pass (LRP and integrated
-    gradients do; theirs may record the maps), the explanation's memory grows with ``T``, and the budget counts
-    rows x tokens.
+    sdpa pass or the model's ``capture`` able to stream) and no method's own pass may form the maps
+    (:meth:`~lightning_xai.explainers.base.Explainer.own_pass_forms_maps`: LRP on the eager attention, integrated
+    gradients), the explanation's memory grows with ``T``, and the budget counts rows x tokens.
 
     Example:
         >>> from lightning_xai.examples import tiny_bert
@@ -149,8 +149,10 @@ def chunk_rows(
         >>> capture = resolve_family(tiny_bert()).capture()  # gradient x input streams wherever the capture can
         >>> chunk_rows([GradientXInput()], 2048, 32, budget), chunk_rows([GradientXInput()], 2048, 32, budget, capture)
         (1, 32)
+        >>> chunk_rows([AttnLRP(attention="sdpa")], 2048, 32, budget, capture)  # its own pass on sdpa: rows x T
+        32
     """
-    linear = streams_attention(explainers, capture) and not any("own_pass" in e.requirements() for e in explainers)
+    linear = streams_attention(explainers, capture) and not any(e.own_pass_forms_maps() for e in explainers)
     cost = width if linear else width * width
     return max(1, min(batch_size, token_budget // cost))
 

@@ -193,6 +193,15 @@ class Explainer(ABC):
         """What this configured instance needs (default: :attr:`needs`; a method may need less for some settings)."""
         return self.needs
 
+    def own_pass_forms_maps(self) -> bool:
+        """Whether this method's own passes may form ``T x T`` attention maps (their memory per row grows with ``T^2``).
+
+        Sizes explanation chunks (:func:`lightning_xai.run.chunk_rows`). Default: every method that runs its own
+        pass (``"own_pass"``), since it runs the model as configured; a method whose own pass never forms the maps
+        (LRP with ``attention="sdpa"``) says so.
+        """
+        return "own_pass" in self.requirements()
+
     @abstractmethod
     def explain(self, forward: ForwardPass) -> Tensor:
         """Return raw relevance ``[B, N]`` (any float dtype; the caller detaches, casts and zeroes padding)."""

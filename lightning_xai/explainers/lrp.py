@@ -445,6 +445,10 @@ class ConservativeLRP(Explainer):
         """
         return cls(read_at="word_embeddings", gamma=0.0, epsilon=0.0, activation_rule="identity", attention=attention)
 
+    def own_pass_forms_maps(self) -> bool:
+        """Only on the model's eager attention: with ``attention="sdpa"`` the patched pass forms no ``T x T`` map."""
+        return self.attention == "eager"
+
     def explain(self, forward: ForwardPass) -> Tensor:
         """CP-LRP map of ``forward.target`` from an own patched pass."""
         if forward.model is None:
@@ -517,6 +521,10 @@ class AttnLRP(Explainer):
             AttnLRP(read_at='word_embeddings', gamma=0.0, epsilon=0.0, attention='eager')
         """
         return cls(read_at="word_embeddings", gamma=0.0, epsilon=0.0, attention=attention)
+
+    def own_pass_forms_maps(self) -> bool:
+        """Only on the model's eager attention: with ``attention="sdpa"`` the patched pass forms no ``T x T`` map."""
+        return self.attention == "eager"
 
     def explain(self, forward: ForwardPass) -> Tensor:
         """AttnLRP map of ``forward.target`` from an own patched pass."""
