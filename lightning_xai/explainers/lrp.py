@@ -378,7 +378,30 @@ def _check(read_at: str, gamma: float, epsilon: float, attention: str) -> None:
         raise ValueError(f"attention must be 'eager' or 'sdpa', got {attention!r}")
 
 
-class ConservativeLRP(Explainer):
+class _PatchedPassLRP(Explainer):
+    """What CP-LRP and AttnLRP share: an own patched pass of ``forward.model`` explaining ``forward.target``.
+
+    The instance's public attributes are exactly :func:`lrp`'s settings (``read_at``, ``gamma``, ``epsilon``,
+    ``attention`` and, for CP-LRP, ``activation_rule``); the rule is the method's registry name.
+    """
+
+    signed: ClassVar[bool] = True
+    needs: ClassVar[frozenset[str]] = frozenset({"own_pass", "lrp_rules"})
+    attention: Attention
+
+    def own_pass_forms_maps(self) -> bool:
+        """Only on the model's eager attention: with ``attention="sdpa"`` the patched pass forms no ``T x T`` map."""
+        return self.attention == "eager"
+
+    def explain(self, forward: ForwardPass) -> Tensor:
+        """The map of ``forward.target`` from an own patched pass."""
+        if forward.model is None:
+            raise LightningXAIError(f"{type(self).__name__} needs forward.model (its own patched pass)")
+        settings = {key: value for key, value in vars(self).items() if not key.startswith("_")}
+        return lrp(forward.model, forward.inputs, forward.target, rule=self.name, family=forward.family, **settings)
+
+
+class ConservativeLRP(_PatchedPassLRP):
     r"""Conservative propagation, "LRP (AH+LN)" (Ali et al., ICML 2022, Sec. 3.2-3.3), signed.
 
     Attention heads: :math:`y_j = \sum_i x_i p_{ij}` with :math:`p` constant (no relevance to queries/keys);
@@ -408,8 +431,6 @@ class ConservativeLRP(Explainer):
     """
 
     name: ClassVar[str] = "cp_lrp"
-    signed: ClassVar[bool] = True
-    needs: ClassVar[frozenset[str]] = frozenset({"own_pass", "lrp_rules"})
 
     def __init__(
         self,
@@ -445,22 +466,9 @@ class ConservativeLRP(Explainer):
         """
         return cls(read_at="word_embeddings", gamma=0.0, epsilon=0.0, activation_rule="identity", attention=attention)
 
-    def own_pass_forms_maps(self) -> bool:
-        """Only on the model's eager attention: with ``attention="sdpa"`` the patched pass forms no ``T x T`` map."""
-        return self.attention == "eager"
-
-    def explain(self, forward: ForwardPass) -> Tensor:
-        """CP-LRP map of ``forward.target`` from an own patched pass."""
-        if forward.model is None:
-            raise LightningXAIError("ConservativeLRP needs forward.model (its own patched pass)")
-        return cp_lrp(
-            forward.model, forward.inputs, forward.target, read_at=self.read_at, gamma=self.gamma,
-            epsilon=self.epsilon, activation_rule=self.activation_rule, attention=self.attention,
-            family=forward.family,
-        )
 
 
-class AttnLRP(Explainer):
+class AttnLRP(_PatchedPassLRP):
     r"""AttnLRP (Achtibat et al., ICML 2024), efficient single-backward form (Arras et al. 2025), signed.
 
     Rules: identity on element-wise activations (Eq. 9) and on LayerNorm's :math:`\sigma`; uniform rule on
@@ -490,8 +498,6 @@ class AttnLRP(Explainer):
     """
 
     name: ClassVar[str] = "attn_lrp"
-    signed: ClassVar[bool] = True
-    needs: ClassVar[frozenset[str]] = frozenset({"own_pass", "lrp_rules"})
 
     def __init__(
         self,
@@ -522,15 +528,3 @@ class AttnLRP(Explainer):
         """
         return cls(read_at="word_embeddings", gamma=0.0, epsilon=0.0, attention=attention)
 
-    def own_pass_forms_maps(self) -> bool:
-        """Only on the model's eager attention: with ``attention="sdpa"`` the patched pass forms no ``T x T`` map."""
-        return self.attention == "eager"
-
-    def explain(self, forward: ForwardPass) -> Tensor:
-        """AttnLRP map of ``forward.target`` from an own patched pass."""
-        if forward.model is None:
-            raise LightningXAIError("AttnLRP needs forward.model (its own patched pass)")
-        return attn_lrp(
-            forward.model, forward.inputs, forward.target, read_at=self.read_at, gamma=self.gamma,
-            epsilon=self.epsilon, attention=self.attention, family=forward.family,
-        )

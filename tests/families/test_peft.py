@@ -10,6 +10,7 @@ import math
 import pytest
 import torch
 from helpers import lightning_package, make_decoder_tokenizer
+from test_causal_lm import BOS, EOS, PAD, VOCAB, modality, sft_batch, tiny_lm  # one tiny LM and SFT batch
 
 from lightning_xai import ExplanationMonitor, explain
 from lightning_xai.adapters import default_model_getter
@@ -27,27 +28,14 @@ from lightning_xai.explainers import (
     Rollout,
 )
 from lightning_xai.families import CausalLMFamily, CompletionScorer, resolve_family
-from lightning_xai.families.causal_lm import CompletionTextModality
 from lightning_xai.families.peft_models import is_peft_wrapper
 from lightning_xai.metrics import DeletionAUC, Plausibility
 
 peft = pytest.importorskip("peft")
 pl = lightning_package("lightning.pytorch")
-VOCAB, BOS, EOS, PAD = 24, 2, 3, 0
 #: Gradient and attention methods: the LoRA model and its merged copy compute the same function.
 EXACT = [GradientXInput(), GradSAM(), IntegratedGradients(steps=4), LeGrad(), RawAttention(), Rollout(), GAE(),
          ConservativeLRP.lxt(), AttnLRP(epsilon=0.0)]
-
-
-def tiny_lm(seed: int = 0):
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    config = LlamaConfig(hidden_size=16, intermediate_size=24, num_hidden_layers=2, num_attention_heads=4,
-                         num_key_value_heads=2, head_dim=4, vocab_size=VOCAB, pad_token_id=PAD, bos_token_id=BOS,
-                         eos_token_id=EOS, max_position_embeddings=64, initializer_range=0.2)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        return LlamaForCausalLM(config).eval()
 
 
 def with_lora(lm, dropout: float = 0.0, trained: bool = True, **options):
@@ -62,23 +50,6 @@ def with_lora(lm, dropout: float = 0.0, trained: bool = True, **options):
                     if "lora_B" in name:
                         parameter.normal_(0.0, 0.3)
     return model
-
-
-def sft_batch():
-    rows = [([BOS, 5, 6, 7], [8, 9]), ([BOS, 10, 11, 12, 13, 14], [15]), ([BOS, 16, 17], [18, 19, EOS])]
-    width = max(len(p) + len(c) for p, c in rows)
-    ids, labels = torch.full((3, width), PAD), torch.full((3, width), -100)
-    mask = torch.zeros(3, width, dtype=torch.long)
-    for i, (prompt, completion) in enumerate(rows):
-        n = len(prompt) + len(completion)
-        ids[i, :n] = torch.tensor(prompt + completion)
-        labels[i, len(prompt) : n] = torch.tensor(completion)
-        mask[i, :n] = 1
-    return {"input_ids": ids, "attention_mask": mask, "labels": labels}
-
-
-def modality():
-    return CompletionTextModality(special_ids=[PAD, BOS, EOS], pad_id=PAD, replacement_id=None, removal="attention")
 
 
 def maps(model, methods):
