@@ -23,3 +23,7 @@ class NonFiniteExplanationError(LightningXAIError, ValueError):
 
 class UnsupportedMethodError(LightningXAIError, TypeError):
     """A method cannot be defined for this model family (or modality): refused at setup, never a silent map."""
+
+
+class UnstreamableAttentionError(LightningXAIError):
+    """An attention call uses something (soft-capping, sinks, a position bias) a pass on sdpa does not keep."""

@@ -15,8 +15,8 @@ from typing import Any, Literal
 import torch
 from torch import Tensor, nn
 
-from lightning_xai.capture.base import AttentionCapture, eager_forward, first_tensor, with_first
-from lightning_xai.errors import LightningXAIError, NonFiniteExplanationError
+from lightning_xai.capture.base import AttentionCapture, AttentionRecord, eager_forward, first_tensor, with_first
+from lightning_xai.errors import LightningXAIError, NonFiniteExplanationError, UnstreamableAttentionError
 from lightning_xai.explainers import resolve_explainers
 from lightning_xai.explainers.base import Explainer, ForwardPass
 from lightning_xai.families import ModelFamily, explainable_model, resolve_family
@@ -178,6 +178,22 @@ def resolve_modality(
         ) from error
 
 
+def _shared_forward(
+    model: nn.Module,
+    inputs: ModelInputs,
+    capture: AttentionCapture,
+    streamed: bool,
+    graph: bool,
+    gradient_source: nn.Module | None,
+) -> tuple[AttentionRecord, list[Tensor], Tensor]:
+    """The shared pass of :func:`explain`: recorded (eager maps) or streamed (sdpa), with or without autograd."""
+    recording = capture.stream() if streamed else capture.record()
+    autograd = torch.enable_grad() if graph else torch.no_grad()
+    with recording as record, recorded_input_embeddings(model, gradient_source) as embeddings, autograd:
+        logits = logits_of(model(**inputs))
+    return record, embeddings, logits
+
+
 def explain(
     model: nn.Module,
     inputs: ModelInputs,
@@ -238,14 +254,19 @@ def explain(
     gradient_source = family.word_embeddings() if has_input_embeddings else family.embeddings_output()
     # the maps are recorded (eager) only when a method reads them; otherwise the pass runs on sdpa (memory ~ T)
     streamed = streams_attention(explainers, capture)
+    asked = any("attention_outputs" in explainer.requirements() for explainer in explainers)
     # without a method that differentiates it, the shared pass only gives the logits (the target) and values
-    graph = torch.enable_grad() if needs_shared_graph(explainers) else torch.no_grad()
+    graph = needs_shared_graph(explainers)
     results: dict[str, Explanation] = {}
     with gradients_enabled(), eager_forward(model):
         cloned = {key: value.clone() for key, value in inputs.items()}  # inference tensors -> autograd tensors
-        recording = capture.stream() if streamed else capture.record()
-        with recording as record, recorded_input_embeddings(model, gradient_source) as embeddings, graph:
-            logits = logits_of(model(**cloned))
+        try:
+            record, embeddings, logits = _shared_forward(model, cloned, capture, streamed, graph, gradient_source)
+        except UnstreamableAttentionError:
+            if asked:  # a method asked for the sdpa pass: its error says what to use instead
+                raise
+            # chosen here only to save memory: the model's attention needs what only the recorded pass keeps
+            record, embeddings, logits = _shared_forward(model, cloned, capture, False, graph, gradient_source)
         if logits.dim() != 2:
             raise LightningXAIError(
                 f"{type(model).__name__} returned outputs of shape {tuple(logits.shape)} where class logits "

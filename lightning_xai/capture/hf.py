@@ -27,7 +27,7 @@ from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import AttentionMaskInterface, eager_mask, sdpa_mask
 
 from lightning_xai.capture.base import AttentionCall, AttentionCapture, AttentionRecord, eval_mode
-from lightning_xai.errors import LightningXAIError
+from lightning_xai.errors import LightningXAIError, UnstreamableAttentionError
 
 #: The attention-implementation key under which the recording function is registered.
 RECORDING_IMPLEMENTATION = "lightning_xai_recording"
@@ -124,7 +124,7 @@ def _streaming_attention(
     unstreamable = [name for name in _UNSTREAMABLE_ARGUMENTS if extra.get(name) is not None]
     if unstreamable or float(arguments.get("dropout") or 0.0) > 0.0:
         found = ", ".join(unstreamable) or "attention dropout"
-        raise LightningXAIError(
+        raise UnstreamableAttentionError(
             f"The attention of {type(module).__name__} uses {found}, which the streamed pass does not rebuild from "
             "q, k, v and the mask: use the eager attention maps for this model (GradSAM(), not attention='sdpa')."
         )

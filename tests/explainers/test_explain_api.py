@@ -86,3 +86,25 @@ def test_an_undeclared_gradient_gets_a_clear_error():
     with pytest.raises(LightningXAIError, match="declares one of 'attention_gradients'"):
         explain(model, inputs, [Undeclared()], modality=text_modality())
     assert explain(model, inputs, [Declared()], modality=text_modality())["declared"].relevance.shape[0] == 2
+
+
+def test_a_pass_on_sdpa_chosen_to_save_memory_falls_back_to_the_recorded_pass(monkeypatch):
+    """Where the model's attention needs what only the recorded pass keeps (soft-capping, sinks, a position bias),
+    methods that did not ask for sdpa get the recorded pass; a method that asked for it gets the error."""
+    from lightning_xai.capture import hf
+    from lightning_xai.errors import UnstreamableAttentionError
+    from lightning_xai.explainers import GradientXInput
+
+    model, inputs = make_model("llama"), make_text_inputs(batch=2)
+    expected = explain(model, inputs, [GradientXInput()], modality=text_modality())["gradient_x_input"]
+
+    def unstreamable(module, *args, **kwargs):
+        raise UnstreamableAttentionError(f"The attention of {type(module).__name__} uses softcap")
+
+    monkeypatch.setattr(hf, "_streaming_attention", unstreamable)
+    monkeypatch.setitem(hf.AttentionInterface._global_mapping, hf.STREAMING_IMPLEMENTATION, unstreamable)
+    fallback = explain(model, inputs, [GradientXInput()], modality=text_modality())["gradient_x_input"]
+    scale = expected.relevance.abs().amax().item()
+    torch.testing.assert_close(fallback.relevance, expected.relevance, rtol=0, atol=1e-5 * scale)
+    with pytest.raises(UnstreamableAttentionError, match="softcap"):
+        explain(model, inputs, [GradSAM(attention="sdpa")], modality=text_modality())
