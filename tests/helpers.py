@@ -148,6 +148,22 @@ def lightning_package(name: str):
     return importlib.import_module(name)
 
 
+def quiet_trainer(pl, tmp_path: Path, monitor=None, *, max_epochs: int = 2, logger=False, **options):
+    """The tests' CPU Trainer: no progress bar, summary, checkpoint or sanity validation; ``monitor`` its only
+    callback (none when None); ``options`` go to ``pl.Trainer`` (``precision=...``)."""
+    return pl.Trainer(
+        max_epochs=max_epochs,
+        logger=logger,
+        callbacks=[monitor] if monitor else [],
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        enable_checkpointing=False,
+        default_root_dir=str(tmp_path),
+        num_sanity_val_steps=0,
+        **options,
+    )
+
+
 def make_text_module_class(pl):
     class TinyTextModule(pl.LightningModule):
         """A tiny BERT classifier; the label is 1 iff the word 'good' occurs."""

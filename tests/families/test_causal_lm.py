@@ -11,7 +11,7 @@ import warnings
 
 import pytest
 import torch
-from helpers import lightning_package, make_decoder_tokenizer
+from helpers import lightning_package, make_decoder_tokenizer, quiet_trainer
 from reference.attention import unpadded_row
 
 from lightning_xai import ExplanationMonitor, explain
@@ -347,16 +347,7 @@ class TinySFT(pl.LightningModule):
 def fit(tmp_path, monitor=None, empty: tuple[int, ...] = ()):
     torch.manual_seed(0)
     module = TinySFT()
-    trainer = pl.Trainer(
-        max_epochs=2,
-        logger=False,
-        callbacks=[monitor] if monitor else [],
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        enable_checkpointing=False,
-        default_root_dir=str(tmp_path),
-        num_sanity_val_steps=0,
-    )
+    trainer = quiet_trainer(pl, tmp_path, monitor)
     trainer.fit(module, *loaders(empty))
     return module, torch.rand(1)
 

@@ -14,7 +14,7 @@ import warnings
 
 import pytest
 import torch
-from helpers import make_decoder_tokenizer, make_text_module_class, text_loaders
+from helpers import make_decoder_tokenizer, make_text_module_class, quiet_trainer, text_loaders
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from test_causal_lm import BOS, EOS, PAD, TinySFT, loaders, modality, pl, retrieval_rows, tiny_lm
 
@@ -36,9 +36,7 @@ def monitored_fit(tmp_path, monitor, logger=False, val=None, epochs=1, module=No
     torch.manual_seed(0)
     module = module or TinySFT()
     train, default_val = loaders()
-    trainer = pl.Trainer(max_epochs=epochs, logger=logger, callbacks=[monitor] if monitor else [],
-                         enable_progress_bar=False, enable_model_summary=False, enable_checkpointing=False,
-                         default_root_dir=str(tmp_path), num_sanity_val_steps=0)
+    trainer = quiet_trainer(pl, tmp_path, monitor, max_epochs=epochs, logger=logger)
     trainer.fit(module, train, val or default_val)
     return module, torch.rand(1)
 
@@ -132,9 +130,7 @@ def test_models_other_than_causal_lms_log_no_per_completion_token_view(tmp_path,
     train, val = text_loaders()
     monitor = ExplanationMonitor(explainers=[GradSAM()], metrics=[DeletionAUC(steps=2)], num_samples=4,
                                  num_heatmaps=2, completion_token_samples=2, files_dir=str(tmp_path / "xai"))
-    trainer = pl.Trainer(max_epochs=1, logger=False, callbacks=[monitor], enable_progress_bar=False,
-                         enable_model_summary=False, enable_checkpointing=False, default_root_dir=str(tmp_path),
-                         num_sanity_val_steps=0)
+    trainer = quiet_trainer(pl, tmp_path, monitor, max_epochs=1)
     trainer.fit(module, train, val)
     record = records(tmp_path / "xai")[-1]
     assert record["samples"] and not any("completion_tokens" in sample for sample in record["samples"])

@@ -9,6 +9,7 @@ import warnings
 
 import pytest
 import torch
+from helpers import quiet_trainer
 from test_causal_lm import TinySFT, loaders, modality, pl, retrieval_rows, sft_batch, tiny_lm
 
 from lightning_xai import ExplanationMonitor, explain
@@ -68,9 +69,7 @@ def test_the_monitor_refuses_a_causal_lm_without_a_linear_lm_head_at_setup(tmp_p
 
     module = Custom()
     monitor = ExplanationMonitor(explainers=[GradSAM()], num_samples=3, write_files=False)  # on_error="warn"
-    trainer = pl.Trainer(max_epochs=1, logger=False, callbacks=[monitor], enable_progress_bar=False,
-                         enable_model_summary=False, enable_checkpointing=False, default_root_dir=str(tmp_path),
-                         num_sanity_val_steps=0)
+    trainer = quiet_trainer(pl, tmp_path, monitor, max_epochs=1)
     with pytest.raises(UnsupportedModelError, match="WrappedHead.*What to do"):
         trainer.fit(module, *loaders())
     assert module.steps == 0  # refused at setup, before the first training step
@@ -91,9 +90,7 @@ def unlabelled_fit(tmp_path, monitor=None):
     module = UnlabelledValidation()
     train, _ = loaders()
     val = torch.utils.data.DataLoader(retrieval_rows(6, 1), batch_size=3, collate_fn=collate)
-    trainer = pl.Trainer(max_epochs=2, logger=False, callbacks=[monitor] if monitor else [],
-                         enable_progress_bar=False, enable_model_summary=False, enable_checkpointing=False,
-                         default_root_dir=str(tmp_path), num_sanity_val_steps=0)
+    trainer = quiet_trainer(pl, tmp_path, monitor)
     trainer.fit(module, train, val)
     return module, torch.rand(1)
 

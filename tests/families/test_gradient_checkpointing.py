@@ -11,7 +11,7 @@ import math
 
 import pytest
 import torch
-from helpers import collate_text, lightning_package, make_text_module_class, text_dataset
+from helpers import collate_text, lightning_package, make_text_module_class, quiet_trainer, text_dataset
 from test_causal_lm import TinySFT, loaders, modality, sft_batch, tiny_lm
 
 from lightning_xai import ExplanationMonitor, explain
@@ -82,17 +82,7 @@ class CheckpointedSFT(TinySFT):
 def checkpointed_fit(tmp_path, precision: str, monitor=None):
     torch.manual_seed(0)
     module = CheckpointedSFT()
-    trainer = pl.Trainer(
-        max_epochs=2,
-        precision=precision,
-        logger=False,
-        callbacks=[monitor] if monitor else [],
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        enable_checkpointing=False,
-        default_root_dir=str(tmp_path),
-        num_sanity_val_steps=0,
-    )
+    trainer = quiet_trainer(pl, tmp_path, monitor, precision=precision)
     trainer.fit(module, *loaders())
     return module, trainer.optimizers[0].state_dict(), torch.rand(1)
 
@@ -136,17 +126,7 @@ def bert_fit(tmp_path, tokenizer, monitor=None):
     module.model.gradient_checkpointing_enable()
     train = torch.utils.data.DataLoader(text_dataset(32, seed=1), batch_size=8, shuffle=True, collate_fn=collate_text)
     val = torch.utils.data.DataLoader(text_dataset(16, seed=2), batch_size=8, collate_fn=collate_text)
-    trainer = pl.Trainer(
-        max_epochs=2,
-        precision="bf16-mixed",
-        logger=False,
-        callbacks=[monitor] if monitor else [],
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        enable_checkpointing=False,
-        default_root_dir=str(tmp_path),
-        num_sanity_val_steps=0,
-    )
+    trainer = quiet_trainer(pl, tmp_path, monitor, precision="bf16-mixed")
     trainer.fit(module, train, val)
     return module, trainer.optimizers[0].state_dict(), torch.rand(1)
 

@@ -9,7 +9,7 @@ import math
 
 import pytest
 import torch
-from helpers import lightning_package, make_decoder_tokenizer
+from helpers import lightning_package, make_decoder_tokenizer, quiet_trainer
 from test_causal_lm import BOS, EOS, PAD, VOCAB, modality, sft_batch, tiny_lm  # one tiny LM and SFT batch
 
 from lightning_xai import ExplanationMonitor, explain
@@ -180,9 +180,7 @@ class TinyLoRASFT(pl.LightningModule):
 def fit(tmp_path, monitor=None):
     torch.manual_seed(0)
     module = TinyLoRASFT()
-    trainer = pl.Trainer(max_epochs=2, logger=False, callbacks=[monitor] if monitor else [],
-                         enable_progress_bar=False, enable_model_summary=False, enable_checkpointing=False,
-                         default_root_dir=str(tmp_path), num_sanity_val_steps=0)
+    trainer = quiet_trainer(pl, tmp_path, monitor)
     train = torch.utils.data.DataLoader(rows(16, 0), batch_size=8, collate_fn=collate)
     val = torch.utils.data.DataLoader(rows(6, 1), batch_size=3, collate_fn=collate)
     trainer.fit(module, train, val)
