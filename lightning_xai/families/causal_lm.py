@@ -95,13 +95,21 @@ def is_causal_lm(model: nn.Module) -> bool:
         >>> is_causal_lm(LlamaForCausalLM(config)), is_causal_lm(LlamaForSequenceClassification(config))
         (True, False)
     """
+    decoder = _generative_decoder(model)
+    if decoder is None:
+        return False
+    get_output = getattr(decoder, "get_output_embeddings", None)
+    return callable(get_output) and isinstance(get_output(), nn.Linear)
+
+
+def _generative_decoder(model: nn.Module) -> PreTrainedModel | None:
+    """``model`` (its PEFT base model) when it is a generative decoder-only ``PreTrainedModel``, else None."""
     model = unwrap_peft(model)
     if not isinstance(model, PreTrainedModel) or not isinstance(model, GenerationMixin):
-        return False
+        return None
     if isinstance(model, CompletionScorer) or getattr(model.config, "is_encoder_decoder", False):
-        return False
-    get_output = getattr(model, "get_output_embeddings", None)
-    return callable(get_output) and isinstance(get_output(), nn.Linear)
+        return None
+    return model
 
 
 def head_refusal(model: nn.Module) -> str | None:
@@ -123,12 +131,10 @@ def head_refusal(model: nn.Module) -> str | None:
         >>> print(head_refusal(lm).split(":")[0].split("is a ")[-1])
         Sequential, not a torch.nn.Linear
     """
-    model = unwrap_peft(model)
-    if not isinstance(model, PreTrainedModel) or not isinstance(model, GenerationMixin):
+    decoder = _generative_decoder(model)
+    if decoder is None:
         return None
-    if isinstance(model, CompletionScorer) or getattr(model.config, "is_encoder_decoder", False):
-        return None
-    get_output = getattr(model, "get_output_embeddings", None)
+    get_output = getattr(decoder, "get_output_embeddings", None)
     try:
         head = get_output() if callable(get_output) else None
     except (NotImplementedError, AttributeError):
@@ -137,7 +143,7 @@ def head_refusal(model: nn.Module) -> str | None:
         return None
     found = "None (no lm_head)" if head is None else f"a {type(head).__name__}, not a torch.nn.Linear"
     return (
-        f"A {type(model).__name__} is a generative decoder, but its output embedding (get_output_embeddings()) is "
+        f"A {type(decoder).__name__} is a generative decoder, but its output embedding (get_output_embeddings()) is "
         f"{found}: it has no class logits, and explaining it as a causal LM (lightning_xai.families.CompletionScorer) "
         "reads the completion's log-probabilities, the logit lens and the LRP rules through a linear lm_head. What "
         "to do: explain the model with its plain nn.Linear lm_head (before wrapping, replacing or quantising it; "
