@@ -52,8 +52,8 @@ from lightning_xai.capture.hf import attention_implementation, eager_attention_f
 from lightning_xai.errors import LightningXAIError, UnsupportedMethodError
 from lightning_xai.explainers._lrp_rules import (
     IDENTITY_EPSILON,
+    PassBuffers,
     ScaleGradient,
-    ZeroCache,
     detach_input_hook,
     functional_identity_rule_inside,
     halve_input_hook,
@@ -188,11 +188,11 @@ def lrp_rules(
         raise UnsupportedMethodError(refusal)
     identity = rule == "attn_lrp" or activation_rule == "identity"
     # epsilon = gamma = 0 is LRP-0, whose gradient form is the plain gradient: no rule, no cost
-    linear = linear_hook(epsilon, gamma) if (gamma > 0 or epsilon > 0) else None
-    zeros = ZeroCache()  # LayerNorm's fused backward at a centred input (see LayerNormRule)
+    buffers = PassBuffers()  # the rules' zero and work tensors, allocated once per shape for the pass
+    linear = linear_hook(epsilon, gamma, buffers) if (gamma > 0 or epsilon > 0) else None
     forward_hooks: dict[str, Callable[..., Any] | None] = {
-        "norm_identity": identity_hook,  # RMSNorm: x times a factor, the factor constant (both methods)
-        "activation": identity_hook if identity else None,
+        "norm_identity": identity_hook(buffers),  # RMSNorm: x times a factor, the factor constant (both methods)
+        "activation": identity_hook(buffers) if identity else None,
         "linear": linear,
     }
     with ExitStack() as stack:
@@ -204,7 +204,7 @@ def lrp_rules(
             if kind == "gated_mlp":
                 _gated_mlp_rule(module, rule, family, stack)
             elif kind == "layer_norm":
-                layer_norm_rule(module, zeros, stack)
+                layer_norm_rule(module, buffers, stack)
             elif kind == "functional_activation" and identity:
                 functional_identity_rule_inside(module, stack)
             hook = None if kind is None else forward_hooks.get(kind)

@@ -18,8 +18,8 @@ from lightning_xai.explainers._lrp_rules import (
     IdentityRule,
     LayerNormRule,
     LinearRule,
+    PassBuffers,
     ScaleGradient,
-    ZeroCache,
     layer_norm_rule,
 )
 from lightning_xai.explainers.lrp import AttnLRP, ConservativeLRP, lrp, lrp_rules
@@ -52,7 +52,7 @@ def test_linear_rule_equals_the_surrogate_definition(kind, epsilon, gamma):
         module, x = torch.nn.Conv2d(3, 4, 2, stride=2), torch.randn(2, 3, 6, 6)
     x.requires_grad_()
     z = module(x)
-    out = LinearRule.apply(x, z.detach(), module, epsilon, gamma)
+    out = LinearRule.apply(x, z.detach(), module, epsilon, gamma, PassBuffers())
     assert torch.equal(out, z)
     delta = torch.randn_like(z)
     (got,) = torch.autograd.grad(out, x, delta)
@@ -101,7 +101,7 @@ def test_a_layer_norm_subclass_with_its_own_forward_keeps_its_value_and_gets_the
     norm = ShiftedNorm(4)
     x = torch.randn(2, 4, requires_grad=True)
     with ExitStack() as stack:
-        layer_norm_rule(norm, ZeroCache(), stack)
+        layer_norm_rule(norm, PassBuffers(), stack)
         out = norm(x)
         (got,) = torch.autograd.grad(out, x, torch.ones_like(out))
     assert torch.equal(out, torch.nn.LayerNorm.forward(norm, x) + 1.0)
