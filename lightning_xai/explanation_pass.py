@@ -142,6 +142,25 @@ def streams_attention(explainers: Sequence[Explainer], capture: AttentionCapture
     return capture is not None and capture.streaming_refusal(capture.model) is None
 
 
+#: What a method reads when it runs its own passes only: the model, the inputs, the family, the target and masks.
+_OWN_PASSES_ONLY: frozenset[str] = frozenset({"own_pass", "lrp_rules"})
+
+
+def may_skip_shared_pass(explainers: Sequence[Explainer]) -> bool:
+    """Whether no method of ``explainers`` reads the shared pass (maps, gradients, layer outputs, embeddings).
+
+    Then one method's own pass may stand in for it (:meth:`~lightning_xai.explainers.base.Explainer.
+    explain_and_predict`, LRP's): :func:`explain` takes the logits and the target from that pass and runs no forward
+    of its own, so ``explain(model, batch, [AttnLRP()])`` costs one patched forward and one backward, as lxt does.
+
+    Example:
+        >>> from lightning_xai.explainers import AttnLRP, ConservativeLRP, GradSAM, Random
+        >>> may_skip_shared_pass([AttnLRP(), ConservativeLRP(), Random()]), may_skip_shared_pass([AttnLRP(), GradSAM()])
+        (True, False)
+    """
+    return bool(explainers) and all(explainer.requirements() <= _OWN_PASSES_ONLY for explainer in explainers)
+
+
 def needs_shared_graph(explainers: Sequence[Explainer]) -> bool:
     """Whether a method differentiates the shared pass (else that pass runs without autograd, like a metric forward).
 
@@ -260,24 +279,33 @@ def explain(
     results: dict[str, Explanation] = {}
     with gradients_enabled(), eager_forward(model):
         cloned = {key: value.clone() for key, value in inputs.items()}  # inference tensors -> autograd tensors
-        try:
-            record, embeddings, logits = _shared_forward(model, cloned, capture, streamed, graph, gradient_source)
-        except UnstreamableAttentionError:
-            if asked:  # a method asked for the sdpa pass: its error says what to use instead
-                raise
-            # chosen here only to save memory: the model's attention needs what only the recorded pass keeps
-            record, embeddings, logits = _shared_forward(model, cloned, capture, False, graph, gradient_source)
+        lead_errors: dict[str, BaseException] | None = None if errors is None else {}
+        led = _leading_pass(explainers, model, cloned, family, target, labels, lead_errors)
+        if lead_errors:  # failed as the leading pass: recorded, not run again
+            errors.update(lead_errors)  # type: ignore[union-attr]
+            explainers = [explainer for explainer in explainers if explainer.name not in lead_errors]
+        if led is not None:  # a method's own pass gave the logits: no shared forward
+            record, embeddings, logits = AttentionRecord(), [], led.logits
+        else:
+            try:
+                record, embeddings, logits = _shared_forward(model, cloned, capture, streamed, graph, gradient_source)
+            except UnstreamableAttentionError:
+                if asked:  # a method asked for the sdpa pass: its error says what to use instead
+                    raise
+                # chosen here only to save memory: the model's attention needs what only the recorded pass keeps
+                record, embeddings, logits = _shared_forward(model, cloned, capture, False, graph, gradient_source)
         if logits.dim() != 2:
             raise LightningXAIError(
                 f"{type(model).__name__} returned outputs of shape {tuple(logits.shape)} where class logits "
                 "[batch, classes] were expected: explain a model with a classification head (model_getter=)."
             )
-        if not record.attentions and not record.calls:
+        if led is None and not record.attentions and not record.calls:
             raise LightningXAIError(
                 f"No attention was recorded during the forward of {type(model).__name__}: its attention layers do not "
                 f"call the transformers AttentionInterface, which its family ({family.name}) relies on."
             )
-        num_tokens = family.token_count(cloned, record)
+        # the leading pass (LRP) reads its tokens where the shared pass would count them: the embedding output
+        num_tokens = led.relevance.shape[1] if led is not None else family.token_count(cloned, record)
         valid, special = modality.token_masks(cloned, num_tokens)
         forward = ForwardPass(
             inputs=cloned,
@@ -285,7 +313,7 @@ def explain(
             attentions=record.attentions,
             valid_mask=valid,
             special_mask=special,
-            target=resolve_target(target, logits, labels),
+            target=led.target if led is not None else resolve_target(target, logits, labels),
             hidden_states=list(record.hidden_states) or None,
             input_embeddings=embeddings[0] if has_input_embeddings and len(embeddings) == 1 else None,
             model=model,
@@ -299,7 +327,8 @@ def explain(
         detached_logits = logits.detach().float()
         for explainer in explainers:
             try:
-                relevance = explainer.explain(forward).detach().float()
+                own = led is not None and explainer is led.method
+                relevance = (led.relevance if own else explainer.explain(forward)).detach().float()
                 if relevance.shape != valid.shape:
                     raise LightningXAIError(
                         f"{explainer.name} returned relevance of shape {tuple(relevance.shape)}, "
@@ -317,6 +346,55 @@ def explain(
                 explainer.name, relevance, valid, special, forward.target.detach(), explainer.signed, detached_logits
             )
     return results
+
+
+@dataclass(frozen=True)
+class _LeadingPass:
+    """A method's own pass standing in for the shared forward: its map, the logits and the target it explained."""
+
+    method: Explainer
+    relevance: Tensor
+    logits: Tensor
+    target: Tensor
+
+
+def _leading_pass(
+    explainers: Sequence[Explainer],
+    model: nn.Module,
+    inputs: ModelInputs,
+    family: ModelFamily,
+    target: Target,
+    labels: Tensor | None,
+    errors: dict[str, BaseException] | None,
+) -> _LeadingPass | None:
+    """The first method that explains AND predicts from its own pass, when no method reads the shared pass.
+
+    A method that raises is recorded in ``errors`` (when given) and the next one is tried; None: run the shared pass.
+    """
+    if not may_skip_shared_pass(explainers):
+        return None
+    chosen: list[Tensor] = []
+
+    def choose_target(logits: Tensor) -> Tensor:
+        if logits.dim() != 2:  # the same refusal as after a shared pass
+            raise LightningXAIError(
+                f"{type(model).__name__} returned outputs of shape {tuple(logits.shape)} where class logits "
+                "[batch, classes] were expected: explain a model with a classification head (model_getter=)."
+            )
+        chosen.append(resolve_target(target, logits, labels))
+        return chosen[-1]
+
+    for explainer in explainers:
+        try:
+            led = explainer.explain_and_predict(model, inputs, family, choose_target)
+        except Exception as error:
+            if errors is None:
+                raise
+            errors[explainer.name] = error
+            continue
+        if led is not None:
+            return _LeadingPass(explainer, led[0], led[1], chosen[-1])
+    return None
 
 
 @dataclass(frozen=True)

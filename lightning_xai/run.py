@@ -144,15 +144,15 @@ def chunk_rows(
         >>> budget = 32 * 128 * 128
         >>> chunk_rows([GradSAM()], 2048, 32, budget), chunk_rows([GradSAM(attention="sdpa")], 2048, 32, budget)
         (1, 32)
-        >>> chunk_rows([GradSAM(attention="sdpa"), AttnLRP()], 512, 32, budget)  # LRP's own pass: rows x T^2
+        >>> chunk_rows([GradSAM(attention="sdpa"), AttnLRP(attention="eager")], 512, 32, budget)  # rows x T^2
         2
         >>> capture = resolve_family(tiny_bert()).capture()  # gradient x input streams wherever the capture can
         >>> chunk_rows([GradientXInput()], 2048, 32, budget), chunk_rows([GradientXInput()], 2048, 32, budget, capture)
         (1, 32)
-        >>> chunk_rows([AttnLRP(attention="sdpa")], 2048, 32, budget, capture)  # its own pass on sdpa: rows x T
+        >>> chunk_rows([AttnLRP()], 2048, 32, budget, capture)  # its own pass on the model's sdpa: rows x T
         32
     """
-    linear = streams_attention(explainers, capture) and not any(e.own_pass_forms_maps() for e in explainers)
+    linear = streams_attention(explainers, capture) and not any(e.own_pass_forms_maps(capture) for e in explainers)
     cost = width if linear else width * width
     return max(1, min(batch_size, token_budget // cost))
 

@@ -150,6 +150,22 @@ AttentionInterface.register(STREAMING_IMPLEMENTATION, _streaming_attention)
 AttentionMaskInterface.register(STREAMING_IMPLEMENTATION, sdpa_mask)  # the masks sdpa gets (bool, or None + causal)
 
 
+def configured_attention(model: nn.Module) -> frozenset[str]:
+    """The attention implementations ``model``'s configs are set to (empty for a model that is not HF's).
+
+    Example:
+        >>> from transformers import BertConfig, BertForSequenceClassification
+        >>> config = BertConfig(hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=8)
+        >>> sorted(configured_attention(BertForSequenceClassification(config)))
+        ['sdpa']
+    """
+    if not isinstance(model, PreTrainedModel):
+        return frozenset()
+    # a sub-config no module of the model uses (CLIP classifier's text config) has none set
+    implementations = (config._attn_implementation for config in _all_configs(model))
+    return frozenset(str(implementation) for implementation in implementations if implementation is not None)
+
+
 def _all_configs(model: PreTrainedModel) -> list[Any]:
     """Every config whose attention implementation ``set_attn_implementation`` may touch."""
     seen: dict[int, Any] = {}

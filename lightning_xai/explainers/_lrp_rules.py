@@ -146,7 +146,13 @@ class LinearRule(Function):
 
     @staticmethod
     def forward(  # noqa: D102
-        ctx: Any, x: Tensor, z: Tensor, module: nn.Module, epsilon: float, gamma: float, buffers: PassBuffers | None = None
+        ctx: Any,
+        x: Tensor,
+        z: Tensor,
+        module: nn.Module,
+        epsilon: float,
+        gamma: float,
+        buffers: PassBuffers | None = None,
     ) -> Tensor:
         weight = module.weight.detach()
         bias = None if module.bias is None else module.bias.detach()

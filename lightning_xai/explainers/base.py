@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -193,14 +194,30 @@ class Explainer(ABC):
         """What this configured instance needs (default: :attr:`needs`; a method may need less for some settings)."""
         return self.needs
 
-    def own_pass_forms_maps(self) -> bool:
+    def own_pass_forms_maps(self, capture: AttentionCapture | None = None) -> bool:
         """Whether this method's own passes may form ``T x T`` attention maps (their memory per row grows with ``T^2``).
 
         Sizes explanation chunks (:func:`lightning_xai.run.chunk_rows`). Default: every method that runs its own
         pass (``"own_pass"``), since it runs the model as configured; a method whose own pass never forms the maps
-        (LRP with ``attention="sdpa"``) says so.
+        (LRP on sdpa) says so. ``capture`` (the model's, when known) lets a method decide for that model.
         """
         return "own_pass" in self.requirements()
+
+    def explain_and_predict(
+        self,
+        model: nn.Module,
+        inputs: ModelInputs,
+        family: ModelFamily,
+        choose_target: Callable[[Tensor], Tensor],
+    ) -> tuple[Tensor, Tensor] | None:
+        """This method's map AND the model's logits from its own pass alone, or None (the default): it cannot.
+
+        A method whose own pass is a forward of ``inputs`` as given that yields the model's own logits (LRP on the
+        model's own attention: its rules change only the backward) returns ``(relevance [B, N], logits [B, C])``,
+        explaining ``choose_target(logits)``. :func:`~lightning_xai.explain` then runs no shared forward when every
+        method of the call reads only the model, the inputs and the target (they all run their own passes).
+        """
+        return None
 
     @abstractmethod
     def explain(self, forward: ForwardPass) -> Tensor:

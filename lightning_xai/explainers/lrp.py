@@ -39,6 +39,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import ExitStack, contextmanager
+from contextvars import ContextVar
 from typing import Any, ClassVar, Literal
 
 import torch
@@ -47,8 +48,13 @@ from transformers import AttentionInterface
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
-from lightning_xai.capture.base import eager_forward, eval_mode, first_tensor, with_first
-from lightning_xai.capture.hf import attention_implementation, eager_attention_for, register_attention_function
+from lightning_xai.capture.base import AttentionCapture, eager_forward, eval_mode, first_tensor, with_first
+from lightning_xai.capture.hf import (
+    attention_implementation,
+    configured_attention,
+    eager_attention_for,
+    register_attention_function,
+)
 from lightning_xai.errors import LightningXAIError, UnsupportedMethodError
 from lightning_xai.explainers._lrp_rules import (
     IDENTITY_EPSILON,
@@ -68,7 +74,7 @@ from lightning_xai.types import logits_of
 ReadAt = Literal["word_embeddings", "embeddings_output"]
 Rule = Literal["cp_lrp", "attn_lrp"]
 ActivationRule = Literal["identity", "gradient"]
-Attention = Literal["eager", "sdpa"]
+Attention = Literal["auto", "eager", "sdpa"]
 
 __all__ = [
     "ATTN_LRP_IMPLEMENTATION",
@@ -79,6 +85,8 @@ __all__ = [
     "attn_lrp",
     "cp_lrp",
     "lrp",
+    "lrp_attention",
+    "lrp_pass",
     "lrp_rules",
 ]
 
@@ -106,6 +114,10 @@ def _attn_lrp_rule(query: Tensor, key: Tensor, value: Tensor) -> tuple[Tensor, T
     return ScaleGradient.apply(query, 0.25), ScaleGradient.apply(key, 0.25), ScaleGradient.apply(value, 0.5)
 
 
+#: The attention modules that ran a rule-carrying attention function in the active :func:`lrp` pass.
+_RULE_CALLS: ContextVar[list[str] | None] = ContextVar("lightning_xai_lrp_rule_calls", default=None)
+
+
 def _attention_function(
     rule: Callable[[Tensor, Tensor, Tensor], tuple[Tensor, Tensor, Tensor]], sdpa: bool
 ) -> Callable[..., tuple[Tensor, Tensor | None]]:
@@ -114,6 +126,9 @@ def _attention_function(
     def attention(
         module: nn.Module, query: Tensor, key: Tensor, value: Tensor, attention_mask: Tensor | None, *args, **kwargs
     ) -> tuple[Tensor, Tensor | None]:
+        calls = _RULE_CALLS.get()
+        if calls is not None:
+            calls.append(type(module).__name__)
         function = sdpa_attention_forward if sdpa else eager_attention_for(module)
         return function(module, *rule(query, key, value), attention_mask, *args, **kwargs)
 
@@ -135,6 +150,45 @@ _IMPLEMENTATIONS: Mapping[tuple[Rule, Attention], str] = {
 }
 
 
+def lrp_attention(
+    model: nn.Module, attention: Attention = "auto", family: ModelFamily | None = None
+) -> Literal["eager", "sdpa"]:
+    """The attention an LRP pass of ``model`` runs on: ``attention``, or for ``"auto"`` the model's own.
+
+    ``"auto"`` keeps the attention the model is configured with, as lxt does (it patches whichever attention
+    function the model calls): ``"sdpa"`` when the model runs on sdpa (or another fused kernel) and its family can
+    run its attention through ``scaled_dot_product_attention`` (no soft-capping, sinks or position bias that sdpa
+    drops: the ``attention_outputs`` capability), else ``"eager"``. So the patched forward equals the model's own
+    forward, and the pass keeps no ``T x T`` probabilities wherever the model itself keeps none.
+
+    Example:
+        >>> from lightning_xai.examples import tiny_bert
+        >>> model = tiny_bert()
+        >>> lrp_attention(model), lrp_attention(model, "eager")
+        ('sdpa', 'eager')
+        >>> model.set_attn_implementation("eager")
+        >>> lrp_attention(model)
+        'eager'
+    """
+    if attention not in ("auto", "eager", "sdpa"):
+        raise ValueError(f"attention must be 'auto', 'eager' or 'sdpa', got {attention!r}")
+    if attention == "eager":
+        return attention
+    configured = configured_attention(model)
+    if attention == "auto" and (not configured or "eager" in configured):
+        return "eager"
+    family = family if family is not None else resolve_family(model)
+    why = family.missing_capabilities().get("attention_outputs")
+    if why is None:
+        return "sdpa"
+    if attention == "auto":
+        return "eager"
+    raise UnsupportedMethodError(
+        f"LRP with attention='sdpa' cannot run on a {type(model).__name__} (model family {family.name!r}): {why}. "
+        "What to do: use attention='auto' or 'eager' (the model's eager attention with the same rules)."
+    )
+
+
 @contextmanager
 def lrp_rules(
     model: nn.Module,
@@ -143,7 +197,7 @@ def lrp_rules(
     gamma: float = 0.0,
     epsilon: float = 0.0,
     activation_rule: ActivationRule = "identity",
-    attention: Attention = "eager",
+    attention: Attention = "auto",
     family: ModelFamily | None = None,
 ) -> Iterator[None]:
     """Put ``model`` in eval mode with the LRP rules of ``rule`` for the forwards run inside; restore on exit.
@@ -159,9 +213,11 @@ def lrp_rules(
         epsilon: epsilon of the epsilon-rule on the same layers (0 = LRP-0, plain gradient).
         activation_rule: ``"identity"`` (AttnLRP Eq. 9, standard LRP) or ``"gradient"`` (plain derivative, as in
             Ali et al.'s classifier head); forced to ``"identity"`` for ``"attn_lrp"``.
-        attention: ``"eager"`` (the model's own eager attention, the default: the patched forward equals the eager
-            forward bit for bit) or ``"sdpa"`` (``scaled_dot_product_attention`` with the same rules on ``q, k, v``;
-            equal up to float rounding, faster where sdpa is).
+        attention: ``"auto"`` (the default: the attention the model is configured with, see
+            :func:`lrp_attention`; the patched forward then equals the model's own forward), ``"eager"`` (the
+            model's own eager attention function) or ``"sdpa"`` (``scaled_dot_product_attention``); both with the
+            same rules on ``q, k, v`` and equal up to float rounding; sdpa keeps no ``T x T`` probabilities and is
+            faster where sdpa is.
         family: the model's family (resolved when omitted).
 
     Raises:
@@ -180,12 +236,11 @@ def lrp_rules(
     """
     if rule not in ("cp_lrp", "attn_lrp"):
         raise ValueError(f"rule must be 'cp_lrp' or 'attn_lrp', got {rule!r}")
-    if attention not in ("eager", "sdpa"):
-        raise ValueError(f"attention must be 'eager' or 'sdpa', got {attention!r}")
     family = family if family is not None else resolve_family(model)
     refusal = family.refusal(rule, ("lrp_rules",))
     if refusal is not None:
         raise UnsupportedMethodError(refusal)
+    attention = lrp_attention(model, attention, family)
     identity = rule == "attn_lrp" or activation_rule == "identity"
     # epsilon = gamma = 0 is LRP-0, whose gradient form is the plain gradient: no rule, no cost
     buffers = PassBuffers()  # the rules' zero and work tensors, allocated once per shape for the pass
@@ -239,17 +294,22 @@ def _reading_modules(family: ModelFamily, read_at: ReadAt) -> tuple[nn.Module, n
     raise ValueError(f"read_at must be 'word_embeddings' or 'embeddings_output', got {read_at!r}")
 
 
+#: What :func:`lrp` explains: ``[B]`` classes, one class for every row, None (the arg-max of the pass), or a function
+#: of the pass's detached logits ``[B, C]`` returning ``[B]`` classes.
+LRPTarget = Tensor | int | Callable[[Tensor], Tensor] | None
+
+
 def lrp(
     model: nn.Module,
     inputs: Mapping[str, Tensor],
-    target: Tensor | int | None = None,
+    target: LRPTarget = None,
     *,
     rule: Rule,
     read_at: ReadAt = "embeddings_output",
     gamma: float = 0.0,
     epsilon: float = 0.0,
     activation_rule: ActivationRule = "identity",
-    attention: Attention = "eager",
+    attention: Attention = "auto",
     family: ModelFamily | None = None,
 ) -> Tensor:
     """Signed LRP relevance per token ``[B, N]`` (float32) from ONE patched forward and ONE ``autograd.grad``.
@@ -257,7 +317,8 @@ def lrp(
     Args:
         model: HF transformers classifier on the attention interface (BERT, RoBERTa, DistilBERT, ViT, DeiT).
         inputs: batched keyword inputs of its forward (no labels).
-        target: ``[B]`` classes (or one class for every row); ``None`` explains the arg-max of this pass.
+        target: ``[B]`` classes (or one class for every row); ``None`` explains the arg-max of this pass; a
+            function maps this pass's logits ``[B, C]`` to ``[B]`` classes.
         rule: ``"cp_lrp"`` or ``"attn_lrp"`` (see the module docstring).
         read_at: ``"embeddings_output"`` (output of ``model.base_model.embeddings``: after position / type
             embeddings and the embedding LayerNorm, prefix tokens included; Ali et al.'s reading point) or
@@ -266,7 +327,7 @@ def lrp(
         gamma: LRP-gamma on linear layers (see :func:`lrp_rules`).
         epsilon: epsilon-rule stabiliser on linear layers (see :func:`lrp_rules`).
         activation_rule: ``"identity"`` or ``"gradient"`` (see :func:`lrp_rules`).
-        attention: ``"eager"`` or ``"sdpa"`` (see :func:`lrp_rules`).
+        attention: ``"auto"``, ``"eager"`` or ``"sdpa"`` (see :func:`lrp_rules`).
         family: the model's family: rule table and reading points (resolved when omitted).
 
     Returns:
@@ -281,6 +342,47 @@ def lrp(
         >>> relevance = lrp(model, {"input_ids": torch.tensor([[2, 7, 9, 3]])}, 1, rule="attn_lrp")
         >>> relevance.shape, relevance.dtype, model.training, model.config._attn_implementation
         (torch.Size([1, 4]), torch.float32, True, 'sdpa')
+    """
+    relevance, _ = lrp_pass(
+        model, inputs, target, rule=rule, read_at=read_at, gamma=gamma, epsilon=epsilon,
+        activation_rule=activation_rule, attention=attention, family=family,
+    )
+    return relevance
+
+
+def lrp_pass(
+    model: nn.Module,
+    inputs: Mapping[str, Tensor],
+    target: LRPTarget = None,
+    *,
+    rule: Rule,
+    read_at: ReadAt = "embeddings_output",
+    gamma: float = 0.0,
+    epsilon: float = 0.0,
+    activation_rule: ActivationRule = "identity",
+    attention: Attention = "auto",
+    family: ModelFamily | None = None,
+) -> tuple[Tensor, Tensor]:
+    """:func:`lrp`'s relevance ``[B, N]`` and the detached logits ``[B, C]`` of its patched forward.
+
+    The rules change only the backward, so these logits are the model's own (bit for bit on the model's own
+    attention, ``attention="auto"``): :func:`~lightning_xai.explain` takes the target from them instead of running
+    a forward of its own when every method of a call runs its own pass.
+
+    Raises:
+        LightningXAIError: no attention layer called a rule-carrying attention function (the model's attention
+            bypasses transformers' ``AttentionInterface``, so the attention rules would be silently missing), or the
+            reading point did not run exactly once.
+
+    Example:
+        >>> import torch
+        >>> from lightning_xai.examples import tiny_bert
+        >>> model, inputs = tiny_bert(), {"input_ids": torch.tensor([[2, 7, 9, 3]])}
+        >>> relevance, logits = lrp_pass(model, inputs, lambda scores: scores.argmin(dim=-1), rule="cp_lrp")
+        >>> with torch.no_grad():
+        ...     plain = model(**inputs).logits
+        >>> relevance.shape, torch.equal(logits, plain)
+        (torch.Size([1, 4]), True)
     """
     family = family if family is not None else resolve_family(model)
     read_module, embeddings_module = _reading_modules(family, read_at)
@@ -302,6 +404,7 @@ def lrp(
         if tensor is not None:
             num_tokens.append(tensor.shape[1])
 
+    rule_calls: list[str] = []
     with torch.inference_mode(False), torch.enable_grad():
         cloned = {key: value.clone() if isinstance(value, Tensor) else value for key, value in inputs.items()}
         with ExitStack() as stack:
@@ -314,11 +417,22 @@ def lrp(
                 )
             )
             stack.enter_context(family.lrp_target())  # what LRP explains (a causal LM: its completion's logits)
+            token = _RULE_CALLS.set(rule_calls)
+            stack.callback(_RULE_CALLS.reset, token)
             logits = logits_of(model(**cloned))
         if not read:
             raise LightningXAIError(f"The {read_at} module did not run in the forward of {type(model).__name__}")
-        if target is None:
-            target = logits.detach().argmax(dim=-1)
+        if not rule_calls:
+            raise LightningXAIError(
+                f"No attention layer of {type(model).__name__} ran LRP's attention rule: its attention does not call "
+                f"transformers' AttentionInterface, which LRP's rules on q, k, v rely on (model family "
+                f"{family.name!r}). Describe its attention in lightning_xai/families/{family.name}.py or drop LRP."
+            )
+        detached = logits.detach()
+        if callable(target):
+            target = target(detached)
+        elif target is None:
+            target = detached.argmax(dim=-1)
         target = torch.as_tensor(target, device=logits.device, dtype=torch.long).expand(logits.shape[0])
         score = logits.gather(1, target[:, None]).sum()
         (gradient,) = torch.autograd.grad(score, read[0])
@@ -326,7 +440,7 @@ def lrp(
     total = num_tokens[0] if num_tokens else relevance.shape[1]
     if total > relevance.shape[1]:  # patch embeddings: prefix tokens come first and get 0
         relevance = torch.cat([relevance.new_zeros(relevance.shape[0], total - relevance.shape[1]), relevance], 1)
-    return relevance
+    return relevance, detached
 
 
 def cp_lrp(
@@ -338,7 +452,7 @@ def cp_lrp(
     gamma: float = 0.0,
     epsilon: float = 0.0,
     activation_rule: ActivationRule = "identity",
-    attention: Attention = "eager",
+    attention: Attention = "auto",
     family: ModelFamily | None = None,
 ) -> Tensor:
     """Conservative LRP ("AH+LN", Ali et al. ICML 2022) relevance ``[B, N]``; see :func:`lrp`."""
@@ -356,7 +470,7 @@ def attn_lrp(
     read_at: ReadAt = "embeddings_output",
     gamma: float = 0.0,
     epsilon: float = 1e-6,
-    attention: Attention = "eager",
+    attention: Attention = "auto",
     family: ModelFamily | None = None,
 ) -> Tensor:
     """AttnLRP (Achtibat et al. ICML 2024) relevance ``[B, N]``; see :func:`lrp`."""
@@ -374,8 +488,8 @@ def _check(read_at: str, gamma: float, epsilon: float, attention: str) -> None:
         raise ValueError(f"read_at must be 'word_embeddings' or 'embeddings_output', got {read_at!r}")
     if gamma < 0 or epsilon < 0:
         raise ValueError(f"gamma and epsilon must be >= 0, got gamma={gamma}, epsilon={epsilon}")
-    if attention not in ("eager", "sdpa"):
-        raise ValueError(f"attention must be 'eager' or 'sdpa', got {attention!r}")
+    if attention not in ("auto", "eager", "sdpa"):
+        raise ValueError(f"attention must be 'auto', 'eager' or 'sdpa', got {attention!r}")
 
 
 class _PatchedPassLRP(Explainer):
@@ -389,16 +503,42 @@ class _PatchedPassLRP(Explainer):
     needs: ClassVar[frozenset[str]] = frozenset({"own_pass", "lrp_rules"})
     attention: Attention
 
-    def own_pass_forms_maps(self) -> bool:
-        """Only on the model's eager attention: with ``attention="sdpa"`` the patched pass forms no ``T x T`` map."""
+    def own_pass_forms_maps(self, capture: AttentionCapture | None = None) -> bool:
+        """Only on the eager attention: on sdpa the patched pass forms no ``T x T`` map (``"auto"``: as the model)."""
+        if self.attention == "auto":
+            return capture is None or lrp_attention(capture.model, "auto") == "eager"
         return self.attention == "eager"
+
+    def _settings(self) -> dict[str, Any]:
+        return {key: value for key, value in vars(self).items() if not key.startswith("_")}
 
     def explain(self, forward: ForwardPass) -> Tensor:
         """The map of ``forward.target`` from an own patched pass."""
         if forward.model is None:
             raise LightningXAIError(f"{type(self).__name__} needs forward.model (its own patched pass)")
-        settings = {key: value for key, value in vars(self).items() if not key.startswith("_")}
-        return lrp(forward.model, forward.inputs, forward.target, rule=self.name, family=forward.family, **settings)
+        return lrp(forward.model, forward.inputs, forward.target, rule=self.name, family=forward.family,
+                   **self._settings())
+
+    def explain_and_predict(
+        self,
+        model: nn.Module,
+        inputs: Mapping[str, Tensor],
+        family: ModelFamily,
+        choose_target: Callable[[Tensor], Tensor],
+    ) -> tuple[Tensor, Tensor] | None:
+        """Map and logits of the patched pass (:func:`lrp_pass`), when it runs on the model's own attention.
+
+        Where the pass runs another attention than the model is configured with (``attention="eager"`` forced, or
+        ``"auto"`` falling back to eager for a family that cannot use sdpa) its logits could differ from the
+        model's in the last bits, and a family whose LRP explains other logits (a causal LM's completion,
+        :attr:`~lightning_xai.families.ModelFamily.lrp_explains_logits`) does not give the model's: then it declines
+        (None) and :func:`~lightning_xai.explain` runs its shared forward.
+        """
+        if not family.lrp_explains_logits:
+            return None
+        if {lrp_attention(model, self.attention, family)} != configured_attention(model):
+            return None
+        return lrp_pass(model, inputs, choose_target, rule=self.name, family=family, **self._settings())
 
 
 class ConservativeLRP(_PatchedPassLRP):
@@ -417,7 +557,7 @@ class ConservativeLRP(_PatchedPassLRP):
         activation_rule: ``"identity"`` (default: standard LRP, relevance passes element-wise activations
             unchanged, which keeps conservation with GELU/tanh) or ``"gradient"`` (plain derivative as in the
             paper's code for the pooler tanh; equal for ReLU).
-        attention: ``"eager"`` (default) or ``"sdpa"``; see :func:`lrp_rules`.
+        attention: ``"auto"`` (default: the model's own attention), ``"eager"`` or ``"sdpa"``; see :func:`lrp_rules`.
 
     Presets: the defaults are Ali et al.'s rules and reading point; :meth:`lxt` is lxt 2.x's efficient CP-LRP.
 
@@ -438,7 +578,7 @@ class ConservativeLRP(_PatchedPassLRP):
         gamma: float = 0.0,
         epsilon: float = 0.0,
         activation_rule: ActivationRule = "identity",
-        attention: Attention = "eager",
+        attention: Attention = "auto",
     ) -> None:
         _check(read_at, gamma, epsilon, attention)
         if activation_rule not in ("identity", "gradient"):
@@ -450,7 +590,7 @@ class ConservativeLRP(_PatchedPassLRP):
         self.attention: Attention = attention
 
     @classmethod
-    def lxt(cls, attention: Attention = "eager") -> ConservativeLRP:
+    def lxt(cls, attention: Attention = "auto") -> ConservativeLRP:
         """The efficient CP-LRP of lxt 2.x (the ``cp_LRP`` patch maps of ``lxt.efficient``, Arras et al. 2025).
 
         Read at the word (or patch) embeddings, as lxt's ``inputs_embeds``; LRP-0 on linear layers (lxt patches no
@@ -480,7 +620,7 @@ class AttnLRP(_PatchedPassLRP):
         read_at: ``"embeddings_output"`` (default) or ``"word_embeddings"`` (lxt's choice); see :func:`lrp`.
         gamma: LRP-gamma on linear layers (0 = off; lxt uses zennit gamma rules for ViTs).
         epsilon: epsilon-rule stabiliser on linear layers (paper/lxt explicit: 1e-6; 0 = no rule, plain gradient).
-        attention: ``"eager"`` (default) or ``"sdpa"``; see :func:`lrp_rules`.
+        attention: ``"auto"`` (default: the model's own attention), ``"eager"`` or ``"sdpa"``; see :func:`lrp_rules`.
 
     Presets: the defaults are the paper's rules (explicit form, epsilon 1e-6) read at the embedding output;
     :meth:`lxt` is lxt 2.x's efficient AttnLRP.
@@ -504,7 +644,7 @@ class AttnLRP(_PatchedPassLRP):
         read_at: ReadAt = "embeddings_output",
         gamma: float = 0.0,
         epsilon: float = 1e-6,
-        attention: Attention = "eager",
+        attention: Attention = "auto",
     ) -> None:
         _check(read_at, gamma, epsilon, attention)
         self.read_at: ReadAt = read_at
@@ -513,7 +653,7 @@ class AttnLRP(_PatchedPassLRP):
         self.attention: Attention = attention
 
     @classmethod
-    def lxt(cls, attention: Attention = "eager") -> AttnLRP:
+    def lxt(cls, attention: Attention = "auto") -> AttnLRP:
         """The efficient AttnLRP of lxt 2.x (``lxt.efficient.monkey_patch`` with its default ``attnLRP`` maps).
 
         Read at the word (or patch) embeddings, as lxt's ``inputs_embeds``; epsilon 0 on linear layers (lxt patches
@@ -524,7 +664,7 @@ class AttnLRP(_PatchedPassLRP):
 
         Example:
             >>> AttnLRP.lxt()
-            AttnLRP(read_at='word_embeddings', gamma=0.0, epsilon=0.0, attention='eager')
+            AttnLRP(read_at='word_embeddings', gamma=0.0, epsilon=0.0, attention='auto')
         """
         return cls(read_at="word_embeddings", gamma=0.0, epsilon=0.0, attention=attention)
 

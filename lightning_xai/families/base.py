@@ -123,6 +123,9 @@ class ModelFamily(ABC):
     capture_class: ClassVar[type[AttentionCapture]] = HFAttentionCapture
     #: The output every pass explains whatever target is asked (a causal LM's completion), or None (any class).
     explained_class: ClassVar[int | None] = None
+    #: Whether LRP explains the model's own logits (:meth:`lrp_target` a no-op): then an LRP pass also yields them and
+    #: ``explain()`` may skip its shared forward (a causal LM's LRP explains other logits than its scorer's).
+    lrp_explains_logits: ClassVar[bool] = True
 
     def __init__(self, model: nn.Module) -> None:
         self.model = model

@@ -2,7 +2,7 @@
 
 A pass on the model's sdpa attention (``GradSAM(attention="sdpa")``, no method needing the maps) never forms a
 ``T x T`` map, so its chunks are bounded by rows x T; a method whose own pass may form the maps (LRP on the eager
-attention) keeps rows x T^2, LRP on sdpa does not.
+attention) keeps rows x T^2, LRP on sdpa (also its default "auto" on a model configured with sdpa) does not.
 """
 
 import math
@@ -55,8 +55,9 @@ def chunks(tmp_path, attention: str, token_budget: int, others=()):
         ("sdpa", (), [6]),  # rows x T: 2 * T^2 // T = 2 T rows, capped by the 6 probe samples
         ("sdpa", (GradientXInput(),), [6]),  # reads the streamed pass's input embeddings: still rows x T
         ("eager", (), [2, 2, 2]),  # the recorded T x T maps: 2 rows per chunk
-        ("sdpa", (AttnLRP(),), [2, 2, 2]),  # LRP's own pass on the eager attention: rows x T^2
+        ("sdpa", (AttnLRP(attention="eager"),), [2, 2, 2]),  # LRP's own pass on the eager attention: rows x T^2
         ("sdpa", (AttnLRP(attention="sdpa"),), [6]),  # its own pass on sdpa forms no map either: rows x T
+        ("sdpa", (AttnLRP(),), [6]),  # "auto" on a model configured with sdpa: the same
     ],
 )
 def test_the_token_budget_counts_rows_x_tokens_for_a_streamed_pass(tmp_path, attention, others, expected):

@@ -177,11 +177,13 @@ def test_gamma_changes_the_map_but_not_the_forward_value():
     eager = copy.deepcopy(model)
     eager.set_attn_implementation("eager")
     with torch.no_grad():
-        plain = eager(**inputs).logits
+        own, plain_eager = model(**inputs).logits, eager(**inputs).logits
     for rule in ("cp_lrp", "attn_lrp"):
-        with torch.enable_grad(), lrp_rules(model, rule, gamma=0.5, epsilon=1e-6):
-            patched = model(**inputs).logits
-        assert torch.equal(patched, plain)
+        # "auto" runs the model's own (sdpa) attention, "eager" its eager function: each forward bit for bit
+        for attention, plain in (("auto", own), ("eager", plain_eager)):
+            with torch.enable_grad(), lrp_rules(model, rule, gamma=0.5, epsilon=1e-6, attention=attention):
+                patched = model(**inputs).logits
+            assert torch.equal(patched, plain), attention
         assert not torch.allclose(lrp(model, inputs, 0, rule=rule, gamma=0.5), lrp(model, inputs, 0, rule=rule))
 
 
