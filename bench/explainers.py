@@ -6,10 +6,12 @@ divided by the median time of one plain forward + ``torch.autograd.grad`` of the
 input embeddings, and the spread as the smallest and largest per-round ratio (each round's time over the same
 round's plain forward+backward).
 
-* ``ratio_to_forward_backward``: ``explain(model, batch, [method])``: the method plus the recorded forward every
-  ``explain()`` call shares (``shared_pass``, listed on its own).
+* ``ratio_to_forward_backward``: ``explain(model, batch, [method])``: the method plus the forward every
+  ``explain()`` call shares (``shared_pass``, listed on its own), except where LRP's own pass stands in for it
+  (an LRP-only call on the model's own attention: ``explanation_pass.may_skip_shared_pass``).
 * ``lrp_pass``: the LRP pass alone (``lrp(model, batch, target, ...)`` with a fixed target: one patched forward and
-  one backward), for the defaults, the ``.lxt()`` presets and ``attention="sdpa"``.
+  one backward), for the defaults (``attention="auto"``: the model's sdpa here), the ``.lxt()`` presets,
+  ``attention="sdpa"`` and ``attention="eager"``.
 * ``shared_group_over_grad_sam``: Grad-SAM + raw attention + rollout + GAE in ONE ``explain()`` call relative to
   Grad-SAM alone.
 
@@ -125,9 +127,11 @@ def main() -> None:
         "cp_lrp": ConservativeLRP(),
         "cp_lrp.lxt()": ConservativeLRP.lxt(),
         "cp_lrp(attention='sdpa')": ConservativeLRP(attention="sdpa"),
+        "cp_lrp(attention='eager')": ConservativeLRP(attention="eager"),
         "attn_lrp": AttnLRP(),
         "attn_lrp.lxt()": AttnLRP.lxt(),
         "attn_lrp(attention='sdpa')": AttnLRP(attention="sdpa"),
+        "attn_lrp(attention='eager')": AttnLRP(attention="eager"),
     }
     if args.methods is not None:
         methods = {key: m for key, m in methods.items() if m.name in args.methods}

@@ -69,21 +69,42 @@ RENDER_LOCK = threading.Lock()
 HeaderLine = tuple[str, FontProperties, int]
 
 
+#: ``(text, font) -> (width, height, descent)`` in pixels at :data:`DPI`: the same for every canvas, so measured once
+#: per process (a monitor measures the same tokens for every method and every epoch). Bounded: cleared when full.
+_TEXT_SIZES: dict[tuple[str, int], tuple[float, float, float]] = {}
+_TEXT_SIZES_LIMIT = 65536
+
+
 class TextMeasurer:
-    """Measures rendered text in pixels with the Agg renderer at the fixed :data:`DPI`."""
+    """Measures rendered text in pixels with the Agg renderer at the fixed :data:`DPI`.
+
+    Example:
+        >>> measure = TextMeasurer()
+        >>> measure.width("movie", font(10)) == measure.width("movie", font(10)) > measure.width("a", font(10))
+        True
+    """
 
     def __init__(self, width_px: int = CARD_WIDTH_PX) -> None:
         self._renderer = FigureCanvasAgg(Figure(figsize=(width_px / DPI, 1.0), dpi=DPI)).get_renderer()
 
+    def _size(self, text: str, prop: FontProperties) -> tuple[float, float, float]:
+        key = (text, hash(prop))  # matplotlib's own FontProperties equality is equality of this hash
+        size = _TEXT_SIZES.get(key)
+        if size is None:
+            w, h, d = self._renderer.get_text_width_height_descent(text, prop, ismath=False)
+            if len(_TEXT_SIZES) >= _TEXT_SIZES_LIMIT:
+                _TEXT_SIZES.clear()
+            size = _TEXT_SIZES[key] = (float(w), float(h), float(d))
+        return size
+
     def width(self, text: str, prop: FontProperties) -> float:
         """Return the width in pixels of ``text`` drawn literally (no mathtext) with ``prop``."""
-        w, _, _ = self._renderer.get_text_width_height_descent(text, prop, ismath=False)
-        return float(w)
+        return self._size(text, prop)[0]
 
     def height_descent(self, text: str, prop: FontProperties) -> tuple[float, float]:
         """Return ``(height, descent)`` in pixels of ``text`` drawn literally with ``prop``."""
-        _, h, d = self._renderer.get_text_width_height_descent(text, prop, ismath=False)
-        return float(h), float(d)
+        _, h, d = self._size(text, prop)
+        return h, d
 
     def ascent_descent(self, prop: FontProperties) -> tuple[float, float]:
         """Return ``(ascent, descent)`` of a line in ``prop``, the same for every text (so lines share a baseline)."""
