@@ -86,7 +86,6 @@ __all__ = [
     "cp_lrp",
     "lrp",
     "lrp_attention",
-    "lrp_pass",
     "lrp_rules",
 ]
 
@@ -311,6 +310,7 @@ def lrp(
     activation_rule: ActivationRule = "identity",
     attention: Attention = "auto",
     family: ModelFamily | None = None,
+    logits_out: list[Tensor] | None = None,
 ) -> Tensor:
     """Signed LRP relevance per token ``[B, N]`` (float32) from ONE patched forward and ONE ``autograd.grad``.
 
@@ -329,10 +329,19 @@ def lrp(
         activation_rule: ``"identity"`` or ``"gradient"`` (see :func:`lrp_rules`).
         attention: ``"auto"``, ``"eager"`` or ``"sdpa"`` (see :func:`lrp_rules`).
         family: the model's family: rule table and reading points (resolved when omitted).
+        logits_out: when given, the detached logits ``[B, C]`` of the patched forward are appended to it. The rules
+            change only the backward, so these are the model's own logits (bit for bit on the model's own attention,
+            ``attention="auto"``): :func:`~lightning_xai.explain` takes the target from them instead of running a
+            forward of its own when every method of a call runs its own pass.
 
     Returns:
         ``[B, N]`` float32, ``N`` the encoder's sequence length; sums to the explained logit up to the relevance
         absorbed by biases, position/type embeddings below the reading point, epsilon and (AttnLRP) the softmax.
+
+    Raises:
+        LightningXAIError: no attention layer called a rule-carrying attention function (the model's attention
+            bypasses transformers' ``AttentionInterface``, so the attention rules would be silently missing), or the
+            reading point did not run exactly once.
 
     Example:
         >>> import torch
@@ -342,47 +351,12 @@ def lrp(
         >>> relevance = lrp(model, {"input_ids": torch.tensor([[2, 7, 9, 3]])}, 1, rule="attn_lrp")
         >>> relevance.shape, relevance.dtype, model.training, model.config._attn_implementation
         (torch.Size([1, 4]), torch.float32, True, 'sdpa')
-    """
-    relevance, _ = lrp_pass(
-        model, inputs, target, rule=rule, read_at=read_at, gamma=gamma, epsilon=epsilon,
-        activation_rule=activation_rule, attention=attention, family=family,
-    )
-    return relevance
-
-
-def lrp_pass(
-    model: nn.Module,
-    inputs: Mapping[str, Tensor],
-    target: LRPTarget = None,
-    *,
-    rule: Rule,
-    read_at: ReadAt = "embeddings_output",
-    gamma: float = 0.0,
-    epsilon: float = 0.0,
-    activation_rule: ActivationRule = "identity",
-    attention: Attention = "auto",
-    family: ModelFamily | None = None,
-) -> tuple[Tensor, Tensor]:
-    """:func:`lrp`'s relevance ``[B, N]`` and the detached logits ``[B, C]`` of its patched forward.
-
-    The rules change only the backward, so these logits are the model's own (bit for bit on the model's own
-    attention, ``attention="auto"``): :func:`~lightning_xai.explain` takes the target from them instead of running
-    a forward of its own when every method of a call runs its own pass.
-
-    Raises:
-        LightningXAIError: no attention layer called a rule-carrying attention function (the model's attention
-            bypasses transformers' ``AttentionInterface``, so the attention rules would be silently missing), or the
-            reading point did not run exactly once.
-
-    Example:
-        >>> import torch
-        >>> from lightning_xai.examples import tiny_bert
-        >>> model, inputs = tiny_bert(), {"input_ids": torch.tensor([[2, 7, 9, 3]])}
-        >>> relevance, logits = lrp_pass(model, inputs, lambda scores: scores.argmin(dim=-1), rule="cp_lrp")
+        >>> logits = []  # the pass's own logits, and a target chosen from them
+        >>> _ = lrp(model, {"input_ids": torch.tensor([[2, 7, 9, 3]])}, lambda z: z.argmin(-1), rule="cp_lrp",
+        ...         logits_out=logits)
         >>> with torch.no_grad():
-        ...     plain = model(**inputs).logits
-        >>> relevance.shape, torch.equal(logits, plain)
-        (torch.Size([1, 4]), True)
+        ...     torch.equal(logits[0], model.eval()(input_ids=torch.tensor([[2, 7, 9, 3]])).logits)
+        True
     """
     family = family if family is not None else resolve_family(model)
     read_module, embeddings_module = _reading_modules(family, read_at)
@@ -429,6 +403,8 @@ def lrp_pass(
                 f"{family.name!r}). Describe its attention in lightning_xai/families/{family.name}.py or drop LRP."
             )
         detached = logits.detach()
+        if logits_out is not None:
+            logits_out.append(detached)
         if callable(target):
             target = target(detached)
         elif target is None:
@@ -440,7 +416,7 @@ def lrp_pass(
     total = num_tokens[0] if num_tokens else relevance.shape[1]
     if total > relevance.shape[1]:  # patch embeddings: prefix tokens come first and get 0
         relevance = torch.cat([relevance.new_zeros(relevance.shape[0], total - relevance.shape[1]), relevance], 1)
-    return relevance, detached
+    return relevance
 
 
 def cp_lrp(
@@ -526,7 +502,7 @@ class _PatchedPassLRP(Explainer):
         family: ModelFamily,
         choose_target: Callable[[Tensor], Tensor],
     ) -> tuple[Tensor, Tensor] | None:
-        """Map and logits of the patched pass (:func:`lrp_pass`), when it runs on the model's own attention.
+        """Map and logits of the patched pass (:func:`lrp`'s ``logits_out``), on the model's own attention.
 
         Where the pass runs another attention than the model is configured with (``attention="eager"`` forced, or
         ``"auto"`` falling back to eager for a family that cannot use sdpa) its logits could differ from the
@@ -538,7 +514,10 @@ class _PatchedPassLRP(Explainer):
             return None
         if {lrp_attention(model, self.attention, family)} != configured_attention(model):
             return None
-        return lrp_pass(model, inputs, choose_target, rule=self.name, family=family, **self._settings())
+        logits: list[Tensor] = []
+        relevance = lrp(model, inputs, choose_target, rule=self.name, family=family, logits_out=logits,
+                        **self._settings())
+        return relevance, logits[0]
 
 
 class ConservativeLRP(_PatchedPassLRP):
