@@ -107,3 +107,23 @@ def test_an_attention_outside_the_interface_is_refused_not_explained_without_its
     monkeypatch.setitem(lrp_module._IMPLEMENTATIONS, ("attn_lrp", "sdpa"), "sdpa")  # the plain sdpa: no rule
     with pytest.raises(LightningXAIError, match="ran LRP's attention rule"):
         lrp_module.lrp(model, inputs, 0, rule="attn_lrp")
+
+
+def test_a_model_set_to_eager_is_led_by_the_eager_pass():
+    """"auto" keeps a model's eager attention, and that pass's logits are then the model's: it still leads."""
+    model, inputs, modality = make_model("bert"), make_inputs("bert"), modality_for("bert")
+    model.set_attn_implementation("eager")
+    led, forwards = counted_explain(model, inputs, [AttnLRP()], modality)
+    with torch.no_grad():
+        plain = model.eval()(**inputs).logits
+    assert forwards == 1 and torch.equal(led["attn_lrp"].logits, plain)
+    assert model.config._attn_implementation == "eager"
+
+
+def test_the_leading_pass_under_inference_mode_equals_the_one_outside():
+    """Lightning validates under inference_mode: the leading pass still differentiates, with the same maps."""
+    model, inputs, modality = make_model("llama"), make_inputs("llama"), modality_for("llama")
+    outside = explain(model, inputs, [AttnLRP()], modality=modality)["attn_lrp"]
+    with torch.inference_mode():
+        inside, forwards = counted_explain(model, inputs, [AttnLRP()], modality)
+    assert forwards == 1 and torch.equal(inside["attn_lrp"].relevance, outside.relevance)
