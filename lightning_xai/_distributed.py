@@ -18,7 +18,7 @@ meshes (HSDP, FSDP2 + TP) are not served: :func:`sharding_refusal` names them an
 from __future__ import annotations
 
 import zlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from typing import Any
 
@@ -205,6 +205,34 @@ def every_rank_ok(ok: bool, device: torch.device | str) -> bool:
     flag = torch.tensor([int(ok)], dtype=torch.long, device=device)
     torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MIN)
     return bool(flag.item())
+
+
+@contextmanager
+def reduction_guard(distributed: bool, device: torch.device | str) -> Iterator[Callable[[], bool]]:
+    """For a block every rank runs up to a reduction: no rank is left waiting at it for one that raised.
+
+    The block calls the yielded ``reached()`` where it reaches the reduction: one all-reduce, whether every rank got
+    there (always True for one process). A rank that raises before that joins the same all-reduce with False, so the
+    others learn it there and raise too instead of waiting for it until the timeout; then it re-raises.
+
+    Example:
+        >>> with reduction_guard(False, "cpu") as reached:
+        ...     ok = reached()
+        >>> ok
+        True
+    """
+    reached: list[bool] = []
+
+    def reach() -> bool:
+        reached.append(True)
+        return not distributed or every_rank_ok(True, device)
+
+    try:
+        yield reach
+    except Exception:
+        if distributed and not reached:  # the others wait at the reduction: tell them, then raise here
+            every_rank_ok(False, device)
+        raise
 
 
 @contextmanager

@@ -18,7 +18,7 @@ import torch
 from torch import Tensor, nn
 from torchmetrics import Metric
 
-from lightning_xai._distributed import SERVED_SHARDING, every_rank_ok, gathered_parameters, sharding_refusal
+from lightning_xai._distributed import SERVED_SHARDING, gathered_parameters, reduction_guard, sharding_refusal
 from lightning_xai._runtime import ErrorPolicy, is_out_of_memory
 from lightning_xai.capture import eval_mode
 from lightning_xai.capture.base import AttentionCapture
@@ -210,110 +210,80 @@ def explain_probe_set(
     refusal = sharding_refusal(None, model, serves_fsdp2=True)
     if refusal is not None:
         raise LightningXAIError(f"explain_probe_set cannot explain this model: {refusal}. " + SERVED_SHARDING)
-    names = [e.name for e in explainers] + [metric_name(m) for m in scoreboard.templates]  # equal on every rank
-    with gathered_parameters(model, device=torch.device(device), names=names):
-        reduction: list[bool] = []  # appended to when this rank reaches the reduction
-        try:
-            return _explain_probe_set(
-                model, probe, explainers, scoreboard, family=family, modality=modality, device=device,
-                target=target, batch_size=batch_size, token_budget=token_budget, num_heatmaps=num_heatmaps,
-                keep_samples=keep_samples, previous_maps=previous_maps, policy=policy, distributed=distributed,
-                on_chunk=on_chunk, reduction=reduction,
-            )
-        except Exception:
-            if distributed and not reduction:  # the others wait at the reduction: tell them, then raise here
-                every_rank_ok(False, torch.device(device))
-            raise
-
-
-def _explain_probe_set(
-    model: nn.Module,
-    probe: ProbeData,
-    explainers: Sequence[Explainer],
-    scoreboard: Scoreboard,
-    *,
-    family: ModelFamily,
-    modality: Modality,
-    device: torch.device | str,
-    target: Target,
-    batch_size: int,
-    token_budget: int,
-    num_heatmaps: int,
-    keep_samples: bool,
-    previous_maps: Mapping[str, Explanation] | None,
-    policy: ErrorPolicy | None,
-    distributed: bool,
-    on_chunk: Callable[[int], None] | None,
-    reduction: list[bool],
-) -> EpochResult:
-    """:func:`explain_probe_set` once the model can be explained locally (``reduction``: see there)."""
-    policy = policy if policy is not None else ErrorPolicy()
+    agreed = [e.name for e in explainers] + [metric_name(m) for m in scoreboard.templates]  # equal on every rank
     device = torch.device(device)
-    scoreboard.to(device)
-    result = EpochResult()
-    names = label_names(model)
-    collected: dict[str, list[Explanation]] = {}
-    relevance: dict[str, list[np.ndarray]] = {}
-    total = len(probe)
-    width = modality.num_tokens(probe.inputs) if total else 1
-    start, size = 0, chunk_rows(explainers, width, batch_size, token_budget, family.capture())
+    with (
+        gathered_parameters(model, device=device, names=agreed),
+        reduction_guard(distributed, device) as reached_reduction,
+    ):
+        policy = policy if policy is not None else ErrorPolicy()
+        scoreboard.to(device)
+        result = EpochResult()
+        names = label_names(model)
+        collected: dict[str, list[Explanation]] = {}
+        relevance: dict[str, list[np.ndarray]] = {}
+        total = len(probe)
+        width = modality.num_tokens(probe.inputs) if total else 1
+        start, size = 0, chunk_rows(explainers, width, batch_size, token_budget, family.capture())
 
-    def forward(inputs: ModelInputs) -> Tensor:
-        return logits_of(model(**inputs))
+        def forward(inputs: ModelInputs) -> Tensor:
+            return logits_of(model(**inputs))
 
-    while start < total:
-        rows = slice(start, min(start + size, total))
-        count = rows.stop - rows.start
-        chunk = {k: v.to(device) for k, v in select(probe.inputs, rows).items()}
-        labels = None if probe.labels is None else probe.labels[rows].to(device)
-        rationale = None if probe.rationale is None else probe.rationale[rows].to(device)
-        errors: dict[str, BaseException] = {}
-        try:
-            maps = explain(model, chunk, explainers, modality=modality, target=target, labels=labels, family=family,
-                           errors=errors)
-            oom = next((e for e in errors.values() if is_out_of_memory(e)), None)
-            if oom is not None:
-                raise oom
-        except Exception as error:
-            if is_out_of_memory(error) and size > 1:  # halve the chunk and retry the same rows
-                size = max(1, size // 2)
-                policy.warn_once("oom", f"out of memory explaining {count} samples at once; retrying with chunks "
-                                 f"of {size}")
+        while start < total:
+            rows = slice(start, min(start + size, total))
+            count = rows.stop - rows.start
+            chunk = {k: v.to(device) for k, v in select(probe.inputs, rows).items()}
+            labels = None if probe.labels is None else probe.labels[rows].to(device)
+            rationale = None if probe.rationale is None else probe.rationale[rows].to(device)
+            errors: dict[str, BaseException] = {}
+            try:
+                maps = explain(model, chunk, explainers, modality=modality, target=target, labels=labels,
+                               family=family, errors=errors)
+                oom = next((e for e in errors.values() if is_out_of_memory(e)), None)
+                if oom is not None:
+                    raise oom
+            except Exception as error:
+                if is_out_of_memory(error) and size > 1:  # halve the chunk and retry the same rows
+                    size = max(1, size // 2)
+                    policy.warn_once("oom", f"out of memory explaining {count} samples at once; retrying with chunks "
+                                     f"of {size}")
+                    continue
+                policy.handle("the explanation forward", error)  # every method loses this chunk
+                _count(result.skipped, [e.name for e in explainers], count)
+                start = rows.stop
                 continue
-            policy.handle("the explanation forward", error)  # every method loses this chunk
-            _count(result.skipped, [e.name for e in explainers], count)
+            for name, error in errors.items():
+                policy.handle(f"explainer {name!r}", error)
+                _count(result.skipped, [name], count)
+            empty = _rows_without_anything_to_explain(family, chunk, maps, result, policy)
+            with eval_mode(model), torch.no_grad():
+                context = ScoringContext(forward=forward, inputs=chunk, modality=modality, rationale=rationale,
+                                         logits=reusable_logits(model, maps) if maps else None)
+                scored = scoreboard.update(maps, context, result.skipped)
+            for name, explanation in scored.items():
+                collected.setdefault(name, []).append(explanation.to("cpu"))
+                _warn_degenerate(policy, family, scoreboard.keys.degenerate(name), maps[name], explanation)
+            if keep_samples and maps:
+                for name, explanation in maps.items():
+                    content = explanation.relevance[explanation.content_mask]
+                    relevance.setdefault(name, []).append(content.cpu().numpy())
+                result.samples.extend(
+                    _probe_samples(start, chunk, labels, maps, modality, names, num_heatmaps, empty)
+                )
             start = rows.stop
-            continue
-        for name, error in errors.items():
-            policy.handle(f"explainer {name!r}", error)
-            _count(result.skipped, [name], count)
-        empty = _rows_without_anything_to_explain(family, chunk, maps, result, policy)
-        with eval_mode(model), torch.no_grad():
-            context = ScoringContext(forward=forward, inputs=chunk, modality=modality, rationale=rationale,
-                                     logits=reusable_logits(model, maps) if maps else None)
-            scored = scoreboard.update(maps, context, result.skipped)
-        for name, explanation in scored.items():
-            collected.setdefault(name, []).append(explanation.to("cpu"))
-            _warn_degenerate(policy, family, scoreboard.keys.degenerate(name), maps[name], explanation)
-        if keep_samples and maps:
-            for name, explanation in maps.items():
-                relevance.setdefault(name, []).append(explanation.relevance[explanation.content_mask].cpu().numpy())
-            result.samples.extend(_probe_samples(start, chunk, labels, maps, modality, names, num_heatmaps, empty))
-        start = rows.stop
-        if on_chunk is not None:
-            on_chunk(count)
+            if on_chunk is not None:
+                on_chunk(count)
 
-    result.maps = {name: _concatenate(parts) for name, parts in collected.items()}
-    scoreboard.update_stability(result.maps, previous_maps or {})
-    reduction.append(True)
-    if distributed and not every_rank_ok(True, device):  # another rank raised before the reduction
-        raise LightningXAIError("another process failed while explaining its probe shard (its error is raised "
-                                "there); this one stops too instead of waiting for it at the reduction")
-    result.values, result.higher_is_better = scoreboard.compute(distributed)
-    for name, count in result.skipped.items():  # this process's losses (a method, or a method/metric pair)
-        result.values[scoreboard.keys.skipped(name)] = torch.tensor(float(count))
-    result.relevance = {name: np.concatenate(parts) for name, parts in relevance.items()}
-    return result
+        result.maps = {name: _concatenate(parts) for name, parts in collected.items()}
+        scoreboard.update_stability(result.maps, previous_maps or {})
+        if not reached_reduction():  # another rank raised before the reduction
+            raise LightningXAIError("another process failed while explaining its probe shard (its error is raised "
+                                    "there); this one stops too instead of waiting for it at the reduction")
+        result.values, result.higher_is_better = scoreboard.compute(distributed)
+        for name, count in result.skipped.items():  # this process's losses (a method, or a method/metric pair)
+            result.values[scoreboard.keys.skipped(name)] = torch.tensor(float(count))
+        result.relevance = {name: np.concatenate(parts) for name, parts in relevance.items()}
+        return result
 
 
 def maps_state(maps: Mapping[str, Explanation]) -> dict[str, tuple[Tensor, Tensor]]:
