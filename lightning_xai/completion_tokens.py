@@ -27,6 +27,7 @@ from dataclasses import dataclass, field, replace
 
 import torch
 
+from lightning_xai._distributed import gathered_parameters
 from lightning_xai._runtime import ErrorPolicy, is_out_of_memory
 from lightning_xai.explainers import Explainer, Random
 from lightning_xai.explanation_pass import explain_completion_tokens
@@ -36,7 +37,7 @@ from lightning_xai.keys import LogKeys
 from lightning_xai.modalities import Modality, select
 from lightning_xai.probe import ProbeData
 from lightning_xai.records import CompletionTokens, ProbeSample
-from lightning_xai.run import EpochResult, chunk_rows
+from lightning_xai.run import DEFAULT_TOKEN_BUDGET, EpochResult, chunk_rows
 
 __all__ = ["DEFAULT_MAX_TOKENS", "DEFAULT_SAMPLES", "CompletionTokenViews", "add_completion_tokens",
            "explain_completion_token_samples", "view_methods"]
@@ -104,7 +105,7 @@ def explain_completion_token_samples(
     max_tokens: int = DEFAULT_MAX_TOKENS,
     device: torch.device | str = "cpu",
     batch_size: int = 32,
-    token_budget: int = 32 * 128 * 128,
+    token_budget: int = DEFAULT_TOKEN_BUDGET,
     policy: ErrorPolicy | None = None,
 ) -> CompletionTokenViews:
     """Per-completion-token maps of ``samples`` (heatmap samples of ``probe``) for each of ``explainers``.
@@ -194,30 +195,36 @@ def add_completion_tokens(
     max_tokens: int = DEFAULT_MAX_TOKENS,
     device: torch.device | str = "cpu",
     batch_size: int = 32,
-    token_budget: int = 32 * 128 * 128,
+    token_budget: int = DEFAULT_TOKEN_BUDGET,
     policy: ErrorPolicy | None = None,
 ) -> None:
     """Causal LMs: attach per-completion-token maps to the first ``num_samples`` of ``result.samples`` (in place).
 
     What the monitor (and ``lightning-xai explain``) runs after :func:`~lightning_xai.run.explain_probe_set`: the
     heatmap samples get :class:`~lightning_xai.records.CompletionTokens`, and the health counts (skipped, truncated)
-    join ``result.values``. Nothing happens for other families, with ``num_samples=0`` or without heatmap samples
-    (ranks other than zero). An unexpected failure is handled by ``policy`` and counted as skipped: a dashboard
-    view is never worth a crashed validation.
+    join ``result.values``. Nothing happens for other families or with ``num_samples=0``; a rank without heatmap
+    samples (ranks other than zero) runs no pass. Under FSDP2 every rank calls this together, as it calls
+    :func:`~lightning_xai.run.explain_probe_set`: the parameters are gathered on every rank for the block
+    (:func:`~lightning_xai._distributed.gathered_parameters`), so rank 0's passes run no collective the others would
+    have to join. An unexpected failure is handled by ``policy`` and counted as skipped: a dashboard view is never
+    worth a crashed validation.
     """
     policy = policy if policy is not None else ErrorPolicy()
     methods = view_methods(family, explainers)
-    samples = result.samples[:num_samples]
-    if not methods or not samples:
+    if not methods or num_samples <= 0:  # the same on every rank
         return
-    try:
-        views = explain_completion_token_samples(
-            model, probe, samples, methods, family=family, modality=modality, max_tokens=max_tokens, device=device,
-            batch_size=batch_size, token_budget=token_budget, policy=policy,
-        )
-    except Exception as error:
-        policy.handle("the per-completion-token maps", error)
-        views = CompletionTokenViews(skipped=dict.fromkeys([m.name for m in methods], len(samples)))
+    with gathered_parameters(model, device=torch.device(device), names=[method.name for method in methods]):
+        samples = result.samples[:num_samples]
+        if not samples:
+            return
+        try:
+            views = explain_completion_token_samples(
+                model, probe, samples, methods, family=family, modality=modality, max_tokens=max_tokens,
+                device=device, batch_size=batch_size, token_budget=token_budget, policy=policy,
+            )
+        except Exception as error:
+            policy.handle("the per-completion-token maps", error)
+            views = CompletionTokenViews(skipped=dict.fromkeys([m.name for m in methods], len(samples)))
     result.samples = views.attach(result.samples)
     result.values.update(views.values(keys, [method.name for method in methods]))
 

@@ -109,6 +109,32 @@ def _explain(model, architecture: str, rows: slice, distributed: bool,
     return {key: float(value) for key, value in result.values.items()}
 
 
+def _completion_views(model, rows: slice, distributed: bool) -> dict[str, list]:
+    """The monitor's per-completion-token maps of the causal LM's first 2 heatmap samples on probe rows ``rows``.
+
+    As in the monitor, only rank 0 keeps heatmap samples, and every rank calls ``add_completion_tokens``."""
+    from lightning_xai._runtime import ErrorPolicy
+    from lightning_xai.completion_tokens import add_completion_tokens
+    from lightning_xai.explainers import resolve_explainers
+    from lightning_xai.families import resolve_family
+    from lightning_xai.keys import LogKeys
+    from lightning_xai.probe import ProbeData
+    from lightning_xai.run import explain_probe_set
+    from lightning_xai.scoring import Scoreboard
+
+    explainers = resolve_explainers(["grad_sam", "attn_lrp"])
+    inputs, labels = _data("llama_lm")
+    probe = ProbeData({k: v[rows] for k, v in inputs.items()}, labels[rows], None)
+    policy, family, modality = ErrorPolicy("raise"), resolve_family(model), modality_for("causal_lm")
+    board = Scoreboard([e.name for e in explainers], [], LogKeys(), policy)
+    keep = not distributed or dist.get_rank() == 0
+    result = explain_probe_set(model, probe, explainers, board, family=family, modality=modality, num_heatmaps=2,
+                               keep_samples=keep, policy=policy, distributed=distributed)
+    add_completion_tokens(result, model, probe, explainers, family=family, modality=modality, keys=LogKeys(),
+                          num_samples=2, policy=policy)
+    return {e.name: [sample.completion_tokens.maps[e.name] for sample in result.samples] for e in explainers}
+
+
 @contextmanager
 def _counted():
     """Count the collectives issued through ``torch.distributed`` (FSDP2's, torchmetrics', the engine's)."""
@@ -275,6 +301,14 @@ def _engine_worker(rank: int, init: str, out: str) -> None:
         except LightningXAIError as error:
             results["inference_tensors"] = str(error)
         results["monitor_disabled"] = _monitor_on(model)
+        # per-completion-token maps after the engine: rank 0 alone runs passes, the other rank must not be waited for
+        lm = _sharded(_model("llama_lm"))
+        _warm_up(lm, "llama_lm")
+        before = _fsdp_state(lm)
+        with _counted() as counts:
+            views = _completion_views(lm, CASES["causal_lm"][1 + rank], distributed=True)
+        results["completion_tokens"] = {"views": views, "collectives": dict(counts),
+                                        "state_restored": _fsdp_state(lm) == before}
         results["training"] = _train(rank)
         torch.save(results, os.path.join(out, f"rank{rank}.pt"))
     finally:
@@ -328,6 +362,19 @@ def test_fsdp2_passes_run_no_collective_and_leave_no_grad(engine_runs, case):
     for run in (first, second):
         assert run["grads"] == [] and run["state_restored"]
     assert second["out_of_memory"] == ([2] if case == "oom_on_one_rank" else [])  # a chunk of 2, halved locally
+
+
+def test_fsdp2_per_completion_token_maps_of_rank_0_equal_one_process(engine_runs):
+    """Only rank 0 has heatmap samples: its per-token passes run on parameters every rank gathered, no collective."""
+    single = _completion_views(_model("llama_lm"), slice(0, 7), distributed=False)
+    first, second = (run["completion_tokens"] for run in engine_runs)
+    assert first["collectives"] == second["collectives"]  # the same collectives on both ranks: nobody waits
+    assert all(maps == [] for maps in second["views"].values())  # rank 1 keeps no heatmap sample
+    for name, maps in single.items():
+        assert len(maps) == len(first["views"][name]) == 2
+        for got, expected in zip(first["views"][name], maps, strict=True):
+            assert got.shape == expected.shape and abs(got - expected).max() < 1e-5, name
+    assert first["state_restored"] and second["state_restored"]  # switches back, every group sharded again
 
 
 def test_fsdp2_ranks_configured_differently_raise_instead_of_hanging(engine_runs):
