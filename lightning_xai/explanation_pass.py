@@ -197,6 +197,15 @@ def resolve_modality(
         ) from error
 
 
+def _check_class_logits(model: nn.Module, logits: Tensor) -> None:
+    """Refuse outputs that are not class logits ``[batch, classes]`` (a model without a classification head)."""
+    if logits.dim() != 2:
+        raise LightningXAIError(
+            f"{type(model).__name__} returned outputs of shape {tuple(logits.shape)} where class logits "
+            "[batch, classes] were expected: explain a model with a classification head (model_getter=)."
+        )
+
+
 def _shared_forward(
     model: nn.Module,
     inputs: ModelInputs,
@@ -294,11 +303,7 @@ def explain(
                     raise
                 # chosen here only to save memory: the model's attention needs what only the recorded pass keeps
                 record, embeddings, logits = _shared_forward(model, cloned, capture, False, graph, gradient_source)
-        if logits.dim() != 2:
-            raise LightningXAIError(
-                f"{type(model).__name__} returned outputs of shape {tuple(logits.shape)} where class logits "
-                "[batch, classes] were expected: explain a model with a classification head (model_getter=)."
-            )
+        _check_class_logits(model, logits)
         if led is None and not record.attentions and not record.calls:
             raise LightningXAIError(
                 f"No attention was recorded during the forward of {type(model).__name__}: its attention layers do not "
@@ -376,11 +381,7 @@ def _leading_pass(
     chosen: list[Tensor] = []
 
     def choose_target(logits: Tensor) -> Tensor:
-        if logits.dim() != 2:  # the same refusal as after a shared pass
-            raise LightningXAIError(
-                f"{type(model).__name__} returned outputs of shape {tuple(logits.shape)} where class logits "
-                "[batch, classes] were expected: explain a model with a classification head (model_getter=)."
-            )
+        _check_class_logits(model, logits)
         chosen.append(resolve_target(target, logits, labels))
         return chosen[-1]
 
@@ -491,10 +492,10 @@ def explain_completion_tokens(
     rows = torch.arange(len(sample), device=single.device)
     single[rows, position] = labels[sample, position]
     expanded[LABELS_KEY] = single
-    step = len(sample) if rows_per_pass is None else max(1, rows_per_pass)
+    step = max(1, len(sample) if rows_per_pass is None else rows_per_pass)
     parts: dict[str, list[Explanation]] = {}
     failed: dict[str, BaseException] = {}
-    for begin in range(0, len(sample), max(1, step)):
+    for begin in range(0, len(sample), step):
         part = {key: value[begin : begin + step] for key, value in expanded.items()}
         found = explain(model, part, explainers, modality=modality, tokenizer=tokenizer, family=family,
                         errors=None if errors is None else failed)

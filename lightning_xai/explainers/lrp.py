@@ -244,9 +244,10 @@ def lrp_rules(
     # epsilon = gamma = 0 is LRP-0, whose gradient form is the plain gradient: no rule, no cost
     buffers = PassBuffers()  # the rules' zero and work tensors, allocated once per shape for the pass
     linear = linear_hook(epsilon, gamma, buffers) if (gamma > 0 or epsilon > 0) else None
+    identity_rule = identity_hook(buffers)
     forward_hooks: dict[str, Callable[..., Any] | None] = {
-        "norm_identity": identity_hook(buffers),  # RMSNorm: x times a factor, the factor constant (both methods)
-        "activation": identity_hook(buffers) if identity else None,
+        "norm_identity": identity_rule,  # RMSNorm: x times a factor, the factor constant (both methods)
+        "activation": identity_rule if identity else None,
         "linear": linear,
     }
     with ExitStack() as stack:
