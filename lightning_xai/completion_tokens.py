@@ -32,7 +32,7 @@ from lightning_xai._runtime import ErrorPolicy, is_out_of_memory
 from lightning_xai.explainers import Explainer, Random
 from lightning_xai.explanation_pass import explain_completion_tokens
 from lightning_xai.families import ModelFamily
-from lightning_xai.families.causal_lm import CausalLMFamily
+from lightning_xai.families.causal_lm import LABELS_KEY, CausalLMFamily, completion_rows
 from lightning_xai.keys import LogKeys
 from lightning_xai.modalities import Modality, select
 from lightning_xai.probe import ProbeData
@@ -161,7 +161,7 @@ def explain_completion_token_samples(
     if not maps:
         return result
     first = next(iter(maps.values()))
-    totals = _completion_lengths(inputs)
+    totals = completion_rows(inputs[LABELS_KEY]).sum(dim=1).cpu()  # as HF's loss counts them
     for row, sample in enumerate(samples):
         count = int((first.positions[row] >= 0).sum())
         content = first.content_mask[row]
@@ -228,10 +228,3 @@ def add_completion_tokens(
     result.samples = views.attach(result.samples)
     result.values.update(views.values(keys, [method.name for method in methods]))
 
-
-def _completion_lengths(inputs: dict[str, torch.Tensor]) -> torch.Tensor:
-    """``[B]``: completion tokens per row (labels != -100 after position 0, as HF's loss counts them)."""
-    from lightning_xai.families.causal_lm import IGNORE_INDEX, LABELS_KEY
-
-    labels = inputs[LABELS_KEY]
-    return (labels[:, 1:] != IGNORE_INDEX).sum(dim=1).cpu()

@@ -123,9 +123,6 @@ class ModelFamily(ABC):
     capture_class: ClassVar[type[AttentionCapture]] = HFAttentionCapture
     #: The output every pass explains whatever target is asked (a causal LM's completion), or None (any class).
     explained_class: ClassVar[int | None] = None
-    #: Whether LRP explains the model's own logits (:meth:`lrp_target` a no-op): then an LRP pass also yields them and
-    #: ``explain()`` may skip its shared forward (a causal LM's LRP explains other logits than its scorer's).
-    lrp_explains_logits: ClassVar[bool] = True
 
     def __init__(self, model: nn.Module) -> None:
         self.model = model
@@ -212,6 +209,15 @@ class ModelFamily(ABC):
     def lrp_target(self) -> AbstractContextManager[Any]:
         """A context inside which the model outputs what LRP explains (default: its logits, unchanged)."""
         return nullcontext()
+
+    @property
+    def lrp_explains_logits(self) -> bool:
+        """Whether LRP explains the model's own logits: :meth:`lrp_target` is the default no-op.
+
+        Then an LRP pass also yields those logits and ``explain()`` may skip its shared forward (a causal LM's LRP
+        explains other logits than its scorer returns).
+        """
+        return type(self).lrp_target is ModelFamily.lrp_target
 
     def embeddings_output(self) -> nn.Module:
         """The module whose output is the encoder's input token sequence (LRP ``read_at="embeddings_output"``)."""

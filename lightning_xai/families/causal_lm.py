@@ -347,7 +347,6 @@ class CausalLMFamily(DecoderFamily):
     model_classes = (CompletionScorer,)
     #: The completion column: explained whatever target is asked ("predicted" and "label" mean nothing here).
     explained_class: ClassVar[int | None] = COMPLETION
-    lrp_explains_logits: ClassVar[bool] = False  # LRP explains the completion's summed logits (lrp_target)
 
     def _lm(self) -> PreTrainedModel:
         return self.model.lm
