@@ -254,18 +254,20 @@ def score_colormap(signed: bool, sequential: str = SEQUENTIAL_TEXT_CMAP) -> Colo
     return colormaps[DIVERGING_CMAP if signed else sequential]
 
 
-def score_rgb(cmap: Colormap, score: float, scale: float, signed: bool) -> np.ndarray:
-    """The uint8 RGB colour of ``score`` on a ``[0, scale]`` (or, ``signed``, ``[-scale, scale]``) scale, clipped.
+def score_rgb(cmap: Colormap, score: float | np.ndarray, scale: float, signed: bool) -> np.ndarray:
+    """The uint8 RGB colour ``[..., 3]`` of ``score`` (a number or an array) on a ``[0, scale]`` scale, clipped.
+
+    With ``signed``, the scale is ``[-scale, scale]``.
 
     Example:
         >>> score_rgb(score_colormap(True), 0.0, 1.0, signed=True).tolist()  # white-ish at 0
         [247, 246, 246]
+        >>> score_rgb(score_colormap(False), np.array([[0.0, 2.0]]), 1.0, signed=False).shape  # one call per array
+        (1, 2, 3)
     """
-    if signed:
-        pos = 0.5 + 0.5 * float(np.clip(score / scale, -1.0, 1.0))
-    else:
-        pos = float(np.clip(score / scale, 0.0, 1.0))
-    return np.round(np.asarray(cmap(pos)[:3]) * 255).astype(np.uint8)
+    ratio = np.clip(np.asarray(score, dtype=np.float64) / scale, -1.0 if signed else 0.0, 1.0)
+    pos = 0.5 + 0.5 * ratio if signed else ratio
+    return np.round(np.asarray(cmap(pos))[..., :3] * 255).astype(np.uint8)
 
 
 def text_colour(rgb: Sequence[int] | np.ndarray) -> str:

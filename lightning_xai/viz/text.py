@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from matplotlib.colors import Colormap
+from matplotlib.figure import Figure
 from matplotlib.font_manager import FontProperties
 
 from lightning_xai.viz._canvas import (
@@ -158,10 +159,7 @@ def _draw_token_heatmap(
     for bx, bl, bw, _, score in boxes:
         top = tokens_top + bl * pitch
         canvas_rgb[top : top + box_h, bx : bx + bw] = score_rgb(cmap, score, scale, signed)
-    bar_w, bar_h, bar_x = legend.bar_w, _LEGEND_BAR_PX[1], legend.bar_x
-    gradient = np.linspace(-1.0 if signed else 0.0, 1.0, bar_w)
-    bar = np.stack([score_rgb(cmap, g, 1.0, signed) for g in gradient])
-    canvas_rgb[legend_top : legend_top + bar_h, bar_x : bar_x + bar_w] = bar[None, :, :]
+    _paint_legend_bar(canvas_rgb, legend, legend_top, cmap, signed)
 
     fig, canvas = blank_figure(width, height)
     fig.figimage(canvas_rgb, xo=0, yo=0, origin="upper", resize=False)
@@ -179,10 +177,7 @@ def _draw_token_heatmap(
     if note_y is not None:
         note = f"… ({hidden} more tokens not shown)" if hidden else "(no content tokens)"
         put(note, MARGIN_PX, note_y, font(_TOKEN_PT, style="italic"), color="#666666")
-    legend_baseline = legend_top + bar_h - 1
-    put(legend.label, MARGIN_PX, legend_baseline - legend.label_drop, legend_prop, color="#333333")
-    put(legend.lo, bar_x - _LEGEND_GAP - legend.lo_w, legend_baseline, legend_prop, color="#333333")
-    put(legend.hi, bar_x + bar_w + _LEGEND_GAP, legend_baseline, legend_prop, color="#333333")
+    _label_legend(fig, legend, legend_top, legend_prop)
     return figure_to_rgb(canvas)
 
 
@@ -287,13 +282,13 @@ def render_token_matrix(
     values = np.asarray(scores, dtype=np.float64)
     if values.shape != (len(rows), len(columns)):
         raise ValueError(f"scores must be [{len(rows)}, {len(columns)}] (rows x columns), got {values.shape}")
+    values = np.where(np.isfinite(values), values, 0.0)  # before merging: a non-finite piece must not hide its word
     words = [str(t) for t in columns]
     if merge and words and len(rows):
         merged = [merge_wordpieces(words, row) for row in values]
         words, values = merged[0][0], np.stack([row for _, row in merged])
     normalised = normalise_rows(values) if len(rows) else values.reshape(0, len(words))
-    finite = np.where(np.isfinite(values), np.abs(values), 0.0)
-    peaks = [f"{peak:.2g}" for peak in (finite.max(axis=1) if finite.size else np.zeros(len(rows)))]
+    peaks = [f"{peak:.2g}" for peak in (np.abs(values).max(axis=1) if values.size else np.zeros(len(rows)))]
     caption_lines = [caption] if caption else []
     if len(words) > max_columns:
         keep = np.sort(np.argsort(-np.abs(normalised).max(axis=0), kind="stable")[:max_columns])
@@ -337,16 +332,10 @@ def _draw_token_matrix(
 
     cmap = score_colormap(signed)
     canvas_rgb = np.full((height, width, 3), 255, dtype=np.uint8)
-    for r in range(len(rows)):
-        for c in range(len(columns)):
-            top, left = grid_top + r * _CELL_PX, grid_left + c * _CELL_PX
-            # a 1-px white seam between cells keeps neighbouring cells of one colour apart
-            canvas_rgb[top : top + _CELL_PX - 1, left : left + _CELL_PX - 1] = score_rgb(
-                cmap, float(values[r, c]), 1.0, signed
-            )
-    gradient = np.linspace(-1.0 if signed else 0.0, 1.0, legend.bar_w)
-    bar = np.stack([score_rgb(cmap, g, 1.0, signed) for g in gradient])
-    canvas_rgb[legend_top : legend_top + _LEGEND_BAR_PX[1], legend.bar_x : legend.bar_x + legend.bar_w] = bar[None]
+    cells = np.repeat(np.repeat(score_rgb(cmap, values, 1.0, signed), _CELL_PX, axis=0), _CELL_PX, axis=1)
+    cells[_CELL_PX - 1 :: _CELL_PX] = cells[:, _CELL_PX - 1 :: _CELL_PX] = 255  # a 1-px white seam between cells
+    canvas_rgb[grid_top : grid_top + cells.shape[0], grid_left : grid_left + cells.shape[1]] = cells
+    _paint_legend_bar(canvas_rgb, legend, legend_top, cmap, signed)
 
     fig, canvas = blank_figure(width, height)
     fig.figimage(canvas_rgb, xo=0, yo=0, origin="upper", resize=False)
@@ -367,12 +356,24 @@ def _draw_token_matrix(
     if not rows:
         put_text(fig, "(no completion tokens)", MARGIN_PX, grid_top + _CELL_PX * 0.72, font(_TOKEN_PT, style="italic"),
                  color="#666666")
-    legend_baseline = legend_top + _LEGEND_BAR_PX[1] - 1
-    put_text(fig, legend.label, MARGIN_PX, legend_baseline - legend.label_drop, legend_prop, color="#333333")
-    put_text(fig, legend.lo, legend.bar_x - _LEGEND_GAP - legend.lo_w, legend_baseline, legend_prop, color="#333333")
-    put_text(fig, legend.hi, legend.bar_x + legend.bar_w + _LEGEND_GAP, legend_baseline, legend_prop,
-             color="#333333")
+    _label_legend(fig, legend, legend_top, legend_prop)
     return figure_to_rgb(canvas)
+
+
+def _paint_legend_bar(canvas_rgb: np.ndarray, legend: _Legend, top: int, cmap: Colormap, signed: bool) -> None:
+    """The legend's colour bar into the background image (its top edge at ``top``)."""
+    gradient = np.linspace(-1.0 if signed else 0.0, 1.0, legend.bar_w)
+    canvas_rgb[top : top + _LEGEND_BAR_PX[1], legend.bar_x : legend.bar_x + legend.bar_w] = score_rgb(
+        cmap, gradient, 1.0, signed
+    )[None]
+
+
+def _label_legend(fig: Figure, legend: _Legend, top: int, prop: FontProperties) -> None:
+    """The legend's label and the colour bar's end values (the bar's top edge at ``top``)."""
+    baseline = top + _LEGEND_BAR_PX[1] - 1
+    put_text(fig, legend.label, MARGIN_PX, baseline - legend.label_drop, prop, color="#333333")
+    put_text(fig, legend.lo, legend.bar_x - _LEGEND_GAP - legend.lo_w, baseline, prop, color="#333333")
+    put_text(fig, legend.hi, legend.bar_x + legend.bar_w + _LEGEND_GAP, baseline, prop, color="#333333")
 
 
 def _visible(token: str) -> str:

@@ -409,3 +409,14 @@ def test_render_heatmaps_draws_one_matrix_per_method_of_a_causal_lm_sample() -> 
     rendered = render_heatmaps([sample], epoch=1, on_error=lambda where, error: errors.append(where))
     assert [(h.method, h.view) for h in rendered] == [("a", "map"), ("a", "completion_tokens")]
     assert len(errors) == 1 and "'b'" in errors[0]  # b's map does not fit the prompt: reported, a is still drawn
+
+
+def test_token_matrix_draws_a_non_finite_piece_as_0_without_hiding_its_word() -> None:
+    """Non-finite scores are zeroed before sub-word pieces merge: the word keeps its finite piece's score."""
+    from lightning_xai.viz.text import render_token_matrix
+
+    columns, rows = ["good", "film", "##s"], ["v"]
+    with_nan = render_token_matrix(columns, rows, np.array([[0.2, 0.5, np.nan]]))
+    zeroed = render_token_matrix(columns, rows, np.array([[0.2, 0.5, 0.0]]))
+    hidden = render_token_matrix(columns, rows, np.array([[0.2, 0.0, 0.0]]))
+    assert np.array_equal(with_nan, zeroed) and not np.array_equal(with_nan, hidden)
