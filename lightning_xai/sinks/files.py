@@ -189,13 +189,11 @@ class FilesSink(Sink):
 
         frames = epoch_heatmaps(self.directory, method, sample, view)
         images = [(imread(frame)[..., :3] * 255).round().astype(np.uint8) for frame in frames]
-        # each frame's folder is epoch_NNN: the strip says which epoch every frame shows
-        labels = [f"epoch {int(_epoch_folder(frame).name.rpartition('_')[2])}" for frame in frames]
+        # each frame lies in <directory>/epoch_NNN/...: the strip says which epoch every frame shows (the first part,
+        # not the nearest epoch_-named folder, which a method named epoch_... would also be)
+        epochs = [frame.relative_to(self.directory).parts[0].rpartition("_")[2] for frame in frames]
+        labels = [f"epoch {int(epoch)}" for epoch in epochs]
         target = evolution_path(self.directory, method, sample, view)
         target.parent.mkdir(parents=True, exist_ok=True)
         write_png(target, evolution_strip(images, labels=labels))
 
-
-def _epoch_folder(frame: Path) -> Path:
-    """The ``epoch_NNN`` folder above a heatmap file (one level deeper for a per-completion-token matrix)."""
-    return next(parent for parent in frame.parents if parent.name.startswith("epoch_"))

@@ -246,3 +246,26 @@ def test_method_grid_and_evolution_strips(tmp_path, tokenizer):
         heatmap = strip[epoch * frame + band : epoch * frame + band + single.shape[0], :, :3]
         expected = imread(root / f"epoch_00{epoch}" / "grad_sam" / "sample_00.png")[..., :3]
         np.testing.assert_array_equal(heatmap, expected)
+
+
+def test_evolution_labels_come_from_the_epoch_folder_even_for_a_method_named_epoch(tmp_path):
+    """The strip's labels read <root>/epoch_NNN, not the nearest epoch_-named folder (a method may be one)."""
+    from lightning_xai.keys import evolution_path, heatmap_path
+    from lightning_xai.sinks.files import FilesSink
+    from lightning_xai.viz.compose import label_band
+    from lightning_xai.viz.png import write_png
+
+    sink = FilesSink(tmp_path)
+    image = np.full((20, 40, 3), 200, dtype=np.uint8)
+    for epoch in (3, 7):
+        path = heatmap_path(tmp_path, epoch, "epoch_probe", 0)
+        path.parent.mkdir(parents=True)
+        write_png(path, image)
+    sink._write_evolution("epoch_probe", 0)
+    from matplotlib.image import imread
+
+    strip = (imread(evolution_path(tmp_path, "epoch_probe", 0))[..., :3] * 255).round().astype(np.uint8)
+    band = label_band("epoch 3", 40).shape[0]
+    np.testing.assert_array_equal(strip[:band], label_band("epoch 3", 40))
+    frame = band + 20 + 8
+    np.testing.assert_array_equal(strip[frame : frame + band], label_band("epoch 7", 40))
