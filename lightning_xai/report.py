@@ -371,6 +371,14 @@ def _agreement_table(methods: list[str], matrix: np.ndarray) -> str:
     return f'<table class="agree"><tr><th></th>{head}</tr>{"".join(rows)}</table>'
 
 
+def _image_cell(png: Path, alt: str, style: str = "") -> str:
+    """An ``<img>`` of the PNG inlined, or a note naming ``alt`` when the file is missing."""
+    uri = _image_uri(png)
+    if uri is None:
+        return f"<em>{html.escape(alt)}: no image file</em>"
+    return f'<img alt="{html.escape(alt)}" src="{uri}"{style}>'
+
+
 def _image_uri(path: Path) -> str | None:
     if not path.exists():
         return None
@@ -406,17 +414,10 @@ def _evolution(records: list[dict[str, Any]], root: Path) -> str:
                     )
                 else:
                     png = heatmap_path(root, int(record["epoch"]), method, index)
-                    uri = _image_uri(png)
-                    cells.append(
-                        f'<img alt="{html.escape(method)}" src="{uri}" style="max-width:300px">' if uri
-                        else f"<em>{html.escape(method)}: no image file</em>"
-                    )
+                    cells.append(_image_cell(png, method, ' style="max-width:300px"'))
             for method in (sample.get("completion_tokens") or {}).get("maps", {}):  # causal LMs: per-token matrices
-                uri = _image_uri(heatmap_path(root, int(record["epoch"]), method, index, view="completion_tokens"))
-                cells.append(
-                    f'<img alt="{html.escape(method)} per completion token" src="{uri}">' if uri
-                    else f"<em>{html.escape(method)} per completion token: no image file</em>"
-                )
+                png = heatmap_path(root, int(record["epoch"]), method, index, view="completion_tokens")
+                cells.append(_image_cell(png, f"{method} per completion token"))
             rows.append(
                 f'<div class="epoch"><div class="tag">epoch {int(record["epoch"])} — {html.escape(caption)}</div>'
                 + "".join(f'<div class="cell">{c}</div>' for c in cells)
