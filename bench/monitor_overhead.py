@@ -101,8 +101,11 @@ def count(setting: str, profile: bool) -> dict:
 
     counts = {f"{stage}_{what}": 0 for stage in ("explain", "metric") for what in ("forwards", "rows", "positions")}
 
+    scoring_now: list[bool] = []  # non-empty while the scoreboard's metric suite runs
+
     def hook(_module, _args, kwargs):
-        stage = "explain" if torch.is_grad_enabled() else "metric"
+        # by stage, not by grad mode: the shared pass runs without autograd when no method differentiates it
+        stage = "metric" if scoring_now else "explain"
         ids = kwargs["input_ids"]
         counts[f"{stage}_forwards"] += 1
         counts[f"{stage}_rows"] += ids.shape[0]
@@ -112,7 +115,11 @@ def count(setting: str, profile: bool) -> dict:
     suite = engine.evaluate_suite
 
     def counted_suite(*args, **kwargs):  # the scoreboard's one call per chunk, with the engine's statistics
-        return suite(*args, **kwargs, stats=engine_stats)
+        scoring_now.append(True)
+        try:
+            return suite(*args, **kwargs, stats=engine_stats)
+        finally:
+            scoring_now.clear()
 
     handle = model.register_forward_pre_hook(hook, with_kwargs=True)
     profiler = cProfile.Profile()
