@@ -318,23 +318,17 @@ class CompletionTextModality(TextModality):
         return valid, special | completion | empty[:, None]
 
     def collate(self, parts: Sequence[ModelInputs]) -> ModelInputs:
-        """Right-pad every part to the widest one (``labels`` with -100), then concatenate.
+        """:meth:`TextModality.collate` with ``labels`` padded with -100 (padding is never a completion token).
 
-        Padding is marked by the attention mask, never by the pad id: parts of different widths without an
-        ``attention_mask`` get one of ones first (padded with 0), so the padding id, whatever the tokenizer gives
-        (a Llama tokenizer has no pad token: its EOS, else 0; see :meth:`CausalLMFamily.build_modality`), never
-        becomes a content token.
+        As there, padding is marked by the attention mask, never by the pad id (a Llama tokenizer has no pad
+        token: its EOS, else 0; see :meth:`CausalLMFamily.build_modality`).
         """
         width = max(part["input_ids"].shape[1] for part in parts)
-        ragged = any(part["input_ids"].shape[1] != width for part in parts)
         padded = []
         for part in parts:
-            part = dict(part)
-            if ragged and "attention_mask" not in part:
-                part["attention_mask"] = torch.ones_like(part["input_ids"], dtype=torch.long)
             if LABELS_KEY in part:
                 labels = part[LABELS_KEY]
-                part[LABELS_KEY] = nn.functional.pad(labels, (0, width - labels.shape[1]), value=IGNORE_INDEX)
+                part = {**part, LABELS_KEY: nn.functional.pad(labels, (0, width - labels.shape[1]), value=IGNORE_INDEX)}
             padded.append(part)
         return super().collate(padded)
 

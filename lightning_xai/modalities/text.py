@@ -215,8 +215,26 @@ class TextModality(Modality):
         return lengths
 
     def collate(self, parts: Sequence[ModelInputs]) -> ModelInputs:
-        """Right-pad every part to the widest one, then concatenate."""
+        """Right-pad every part to the widest one, then concatenate.
+
+        Padding is marked by the attention mask, never by the pad id alone: parts of different widths without an
+        ``attention_mask`` get one of ones first (padded with 0), so the model never attends to the padding and the
+        padding never becomes a content token (a pad id may be a real token: a Llama tokenizer's EOS).
+
+        Example:
+            >>> import torch
+            >>> text = TextModality(special_ids=[0], pad_id=0, replacement_id=3)
+            >>> batch = text.collate([{"input_ids": torch.tensor([[5, 6, 7]])}, {"input_ids": torch.tensor([[8]])}])
+            >>> batch["input_ids"].tolist(), batch["attention_mask"].tolist()
+            ([[5, 6, 7], [8, 0, 0]], [[1, 1, 1], [1, 0, 0]])
+        """
         width = max(part["input_ids"].shape[1] for part in parts)
+        if any(part["input_ids"].shape[1] != width for part in parts):
+            parts = [
+                part if "attention_mask" in part
+                else {**part, "attention_mask": torch.ones_like(part["input_ids"], dtype=torch.long)}
+                for part in parts
+            ]
         out: ModelInputs = {}
         for key in parts[0]:
             pad_value = self.pad_id if key == "input_ids" else _PAD_VALUES.get(key, 0)

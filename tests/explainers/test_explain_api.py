@@ -108,3 +108,18 @@ def test_a_pass_on_sdpa_chosen_to_save_memory_falls_back_to_the_recorded_pass(mo
     torch.testing.assert_close(fallback.relevance, expected.relevance, rtol=0, atol=1e-5 * scale)
     with pytest.raises(UnstreamableAttentionError, match="softcap"):
         explain(model, inputs, [GradSAM(attention="sdpa")], modality=text_modality())
+
+
+def test_ragged_parts_without_a_mask_are_collated_with_one_so_padding_is_never_attended():
+    """Probe parts of different widths without attention_mask: the padded row's map equals the row alone."""
+    from helpers import make_model, modality_for
+
+    from lightning_xai.explainers import GradientXInput
+
+    model, text = make_model("bert"), modality_for("bert")
+    long, short = {"input_ids": torch.tensor([[2, 7, 9, 11, 3]])}, {"input_ids": torch.tensor([[2, 8, 3]])}
+    batch = text.collate([long, short])
+    assert batch["attention_mask"].tolist() == [[1, 1, 1, 1, 1], [1, 1, 1, 0, 0]]
+    together = explain(model, batch, [GradientXInput()], modality=text)["gradient_x_input"].relevance
+    alone = explain(model, short, [GradientXInput()], modality=text)["gradient_x_input"].relevance
+    assert torch.allclose(together[1, :3], alone[0], atol=1e-5) and not together[1, 3:].any()
