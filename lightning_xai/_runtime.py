@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any, Literal
 
@@ -67,6 +67,24 @@ def is_out_of_memory(error: BaseException) -> bool:
         return True
     message = str(error).lower()
     return isinstance(error, RuntimeError) and ("out of memory" in message or "can't allocate memory" in message)
+
+
+def raise_out_of_memory(errors: Mapping[str, BaseException]) -> None:
+    """Raise the first out-of-memory error among those a call recorded per method (``explain(errors=...)``).
+
+    Out of memory is the pass's size, not the method's fault: the caller retries with fewer rows instead of
+    counting the method as failed.
+
+    Example:
+        >>> raise_out_of_memory({"grad_sam": KeyError("x")})  # not out of memory: left to the caller
+        >>> raise_out_of_memory({"grad_sam": RuntimeError("CUDA out of memory")})
+        Traceback (most recent call last):
+        ...
+        RuntimeError: CUDA out of memory
+    """
+    error = next((error for error in errors.values() if is_out_of_memory(error)), None)
+    if error is not None:
+        raise error
 
 
 def halved(rows: int, tokens: int | None) -> tuple[int, int | None]:

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field, replace
 import torch
 
 from lightning_xai._distributed import gathered_parameters
-from lightning_xai._runtime import ErrorPolicy, is_out_of_memory
+from lightning_xai._runtime import ErrorPolicy, is_out_of_memory, raise_out_of_memory
 from lightning_xai.explainers import Explainer, Random
 from lightning_xai.explanation_pass import explain_completion_tokens
 from lightning_xai.families import ModelFamily
@@ -142,9 +142,7 @@ def explain_completion_token_samples(
         try:
             maps = explain_completion_tokens(model, inputs, explainers, modality=modality, family=family,
                                              max_tokens=max_tokens, rows_per_pass=size, errors=errors)
-            oom = next((e for e in errors.values() if is_out_of_memory(e)), None)
-            if oom is not None:
-                raise oom
+            raise_out_of_memory(errors)
             break
         except Exception as error:
             if is_out_of_memory(error) and size > 1:

@@ -19,7 +19,7 @@ from torch import Tensor, nn
 from torchmetrics import Metric
 
 from lightning_xai._distributed import SERVED_SHARDING, gathered_parameters, reduction_guard, sharding_refusal
-from lightning_xai._runtime import ErrorPolicy, is_out_of_memory
+from lightning_xai._runtime import ErrorPolicy, is_out_of_memory, raise_out_of_memory
 from lightning_xai.capture import eval_mode
 from lightning_xai.capture.base import AttentionCapture
 from lightning_xai.errors import LightningXAIError, UnsupportedMethodError
@@ -239,9 +239,7 @@ def explain_probe_set(
             try:
                 maps = explain(model, chunk, explainers, modality=modality, target=target, labels=labels,
                                family=family, errors=errors)
-                oom = next((e for e in errors.values() if is_out_of_memory(e)), None)
-                if oom is not None:
-                    raise oom
+                raise_out_of_memory(errors)
             except Exception as error:
                 if is_out_of_memory(error) and size > 1:  # halve the chunk and retry the same rows
                     size = max(1, size // 2)
