@@ -172,9 +172,10 @@ def forward_removals(
             part = todo[start : start + 4096]
             lengths[start : start + len(part)] = modality.removed_lengths(select(inputs, u_sample[part]),
                                                                            u_removed[part])
-        sort = torch.argsort(lengths.cpu(), stable=True).to(device)
-        order, lengths = todo[sort], lengths[sort]
-        bounds = chunk_bounds(lengths.cpu(), max_batch_size, max_tokens, forward_cost=_forward_cost(device, max_tokens))
+        # sorted and cut on the host once: the loop below reads widths without a device sync per chunk
+        lengths, sort = torch.sort(lengths.cpu(), stable=True)
+        order = todo[sort.to(device)]
+        bounds = chunk_bounds(lengths, max_batch_size, max_tokens, forward_cost=_forward_cost(device, max_tokens))
     else:
         order = todo
         bounds = [(start, min(start + max_batch_size, len(order))) for start in range(0, len(order), max_batch_size)]
