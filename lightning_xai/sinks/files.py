@@ -26,13 +26,14 @@ import os
 import time
 import uuid
 import warnings
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from lightning_xai.keys import JSONL_NAME, View, epoch_heatmaps, evolution_path, heatmap_path
+from lightning_xai.records import CompletionTokens
 from lightning_xai.sinks.base import EpochReport, ProbeSample, Sink
 
 __all__ = ["JSONL_NAME", "FilesSink", "completion_tokens_record", "files_directory", "new_run_id", "runs_in",
@@ -94,30 +95,27 @@ def sample_record(sample: ProbeSample) -> dict[str, Any]:
         "explained": sample.explained,
         "tokens": sample.tokens,
         "image_shape": None if sample.image is None else list(sample.image.shape),
-        "maps": {method: np.asarray(values, dtype=float).tolist() for method, values in sample.maps.items()},
+        "maps": _maps_json(sample.maps),
         "signed": dict(sample.signed),
-        **({} if sample.completion_tokens is None else {"completion_tokens": completion_tokens_record(sample)}),
+        **({} if sample.completion_tokens is None else {"completion_tokens": completion_tokens_record(
+            sample.completion_tokens)}),
     }
 
 
-def completion_tokens_record(sample: ProbeSample) -> dict[str, Any]:
+def completion_tokens_record(view: CompletionTokens) -> dict[str, Any]:
     """The JSON view of a causal LM sample's per-completion-token maps (raw relevance, rows x prompt tokens).
 
     Example:
         >>> from lightning_xai.records import CompletionTokens
-        >>> view = CompletionTokens(["v2"], total=2, maps={"attn_lrp": np.array([[0.25, 0.5]])})
-        >>> completion_tokens_record(ProbeSample(0, None, None, None, "completion", tokens=["a", "b"],
-        ...                                      completion_tokens=view))
+        >>> completion_tokens_record(CompletionTokens(["v2"], total=2, maps={"attn_lrp": np.array([[0.25, 0.5]])}))
         {'tokens': ['v2'], 'total': 2, 'maps': {'attn_lrp': [[0.25, 0.5]]}}
     """
-    view = sample.completion_tokens
-    if view is None:
-        raise ValueError(f"probe sample {sample.index} has no per-completion-token maps")
-    return {
-        "tokens": list(view.tokens),
-        "total": int(view.total),
-        "maps": {method: np.asarray(values, dtype=float).tolist() for method, values in view.maps.items()},
-    }
+    return {"tokens": list(view.tokens), "total": int(view.total), "maps": _maps_json(view.maps)}
+
+
+def _maps_json(maps: Mapping[str, Any]) -> dict[str, list[Any]]:
+    """Each method's scores as nested float lists."""
+    return {method: np.asarray(values, dtype=float).tolist() for method, values in maps.items()}
 
 
 class FilesSink(Sink):
