@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 
 import numpy as np
@@ -54,13 +55,19 @@ def compose_grid(images: Sequence[np.ndarray], columns: int | None = None, gap: 
 def label_band(text: str, width: int) -> np.ndarray:
     """A white ``[h, width, 3]`` uint8 band with ``text`` drawn at its left (one line, cut with ``…`` to fit).
 
-    Used for the epoch labels of :func:`evolution_strip`.
+    Used for the epoch labels of :func:`evolution_strip`. Drawn once per ``(text, width)`` and process: a strip is
+    rebuilt at every validation with the same labels.
 
     Example:
         >>> band = label_band("epoch 3", 120)
         >>> band.shape[1], band.dtype.name, bool((band < 128).any())
         (120, 'uint8', True)
     """
+    return _label_band(text, int(width)).copy()
+
+
+@functools.lru_cache(maxsize=1024)
+def _label_band(text: str, width: int) -> np.ndarray:
     from lightning_xai.viz._canvas import (
         CAPTION_PT,
         MARGIN_PX,

