@@ -7,6 +7,7 @@ renders them once into :class:`Heatmap`s, and every sink reads one :class:`Epoch
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import numpy as np
 
@@ -98,6 +99,13 @@ class Heatmap:
     rgb: np.ndarray
     html: str | None = None
     view: View = "map"
+
+    @cached_property
+    def png(self) -> bytes:
+        """``rgb`` encoded as PNG once, for every sink that stores PNGs (files, TensorBoard)."""
+        from lightning_xai.viz.png import png_bytes
+
+        return png_bytes(self.rgb)
 
 
 @dataclass(frozen=True)

@@ -168,8 +168,6 @@ class FilesSink(Sink):
 
     def log_epoch(self, report: EpochReport) -> None:
         """Append the epoch's JSON line, then write its PNG and HTML files."""
-        from lightning_xai.viz.png import write_png
-
         self._own_directory()
         self.directory.mkdir(parents=True, exist_ok=True)
         record = {
@@ -186,7 +184,7 @@ class FilesSink(Sink):
         for heatmap in report.heatmaps:
             path = heatmap_path(self.directory, report.epoch, heatmap.method, heatmap.sample, view=heatmap.view)
             path.parent.mkdir(parents=True, exist_ok=True)
-            write_png(path, heatmap.rgb)
+            path.write_bytes(heatmap.png)
             self._write_evolution(heatmap.method, heatmap.sample, heatmap.view)
             if heatmap.html is not None:
                 page = f'<!DOCTYPE html><html><head><meta charset="utf-8"></head><body>{heatmap.html}</body></html>'

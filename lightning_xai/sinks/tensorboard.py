@@ -25,7 +25,7 @@ from __future__ import annotations
 from typing import Any
 
 from lightning_xai.keys import DASHBOARD_CATEGORIES, HEALTH_CATEGORY, LogKeys, exact_tag_regex
-from lightning_xai.sinks.base import EpochReport, Sink
+from lightning_xai.sinks.base import EpochReport, Heatmap, Sink
 
 #: The scalar Lightning logs with every ``log_metrics`` call that has no explicit step (the current epoch).
 LIGHTNING_EPOCH_TAG = "epoch"
@@ -74,6 +74,25 @@ def custom_scalars_layout(
     }
 
 
+def add_encoded_image(writer: Any, tag: str, heatmap: Heatmap, step: int) -> None:
+    """``writer.add_image`` of ``heatmap`` with the PNG the other sinks share (encoded once, see ``Heatmap.png``).
+
+    ``SummaryWriter.add_image`` would encode the array again, at zlib level 6; the event holds the same pixels
+    either way. Any other writer (tensorboardX's, which has protos of its own; a stand-in) gets the array.
+    """
+    from torch.utils.tensorboard import SummaryWriter
+
+    if not isinstance(writer, SummaryWriter):
+        writer.add_image(tag, heatmap.rgb, global_step=step, dataformats="HWC")
+        return
+    from tensorboard.compat.proto.summary_pb2 import Summary
+
+    height, width = heatmap.rgb.shape[:2]
+    image = Summary.Image(height=height, width=width, colorspace=3, encoded_image_string=heatmap.png)
+    # what SummaryWriter.add_image does after encoding
+    writer._get_file_writer().add_summary(Summary(value=[Summary.Value(tag=tag, image=image)]), step)
+
+
 class TensorBoardSink(Sink):
     """Writes to a Lightning ``TensorBoardLogger``'s ``SummaryWriter`` (either package)."""
 
@@ -86,7 +105,7 @@ class TensorBoardSink(Sink):
             writer.add_custom_scalars(custom_scalars_layout(sorted(self._seen_keys), report.prefix))
         for heatmap in report.heatmaps:
             tag = report.keys.heatmap(heatmap.method, heatmap.sample, heatmap.view)
-            writer.add_image(tag, heatmap.rgb, global_step=report.step, dataformats="HWC")
+            add_encoded_image(writer, tag, heatmap, report.step)
         for method, values in report.relevance.items():
             if values.size:
                 writer.add_histogram(report.keys.relevance(method), values, global_step=report.step)

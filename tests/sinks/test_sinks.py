@@ -39,6 +39,16 @@ def test_tensorboard_custom_scalars_histograms_and_images(tmp_path, tokenizer):
     assert {"xai/grad_sam/relevance", "xai/random/relevance"} <= set(tags["histograms"])
     assert len(events.Histograms("xai/grad_sam/relevance")) == 2
     assert "xai/grad_sam/heatmap/sample_01" in tags["images"]
+    # the event holds the PNG the files sink wrote (encoded once for both), with its true size
+    import io
+
+    from lightning_xai.keys import heatmap_path
+    from lightning_xai.viz.png import read_png
+
+    logged = events.Images("xai/grad_sam/heatmap/sample_01")[-1]
+    written = read_png(heatmap_path(tmp_path / "run" / "version_0" / "xai", 1, "grad_sam", 1))
+    assert (logged.height, logged.width) == written.shape[:2]
+    np.testing.assert_array_equal(read_png(io.BytesIO(logged.encoded_image_string)), written)
     # the custom-scalars layout lives in its plugin's config event
     from tensorboard.plugins.custom_scalar import layout_pb2, metadata
 
