@@ -8,10 +8,12 @@ Three variants of the bundled ``minilm_sentiment`` recipe, each run as its own `
   * ``default``: the monitor's defaults as the first demo had them: Grad-SAM + Random, deletion AUC (10 steps)
   * ``seeds``:   the demo as it ships: Grad-SAM, LeGrad, CP-LRP, AttnLRP, attention-Shapley + Random, deletion AUC
                  and AOPC comprehensiveness/sufficiency
+  * ``seeds_deletion``: the same six methods with the monitor's default metric only (deletion AUC, 10 steps)
 
 Overheads are reported as ``(variant - none) / none`` of the medians, with every run's time so the spread is visible.
 
-Usage: python bench/fit_overhead.py [--repeats 3] [--epochs 1] [--device cpu|cuda] [--out results.json]
+Usage: python bench/fit_overhead.py [--repeats 3] [--epochs 1] [--device cpu|cuda] [--variants none seeds ...]
+                                   [--out results.json]
 """
 
 from __future__ import annotations
@@ -46,6 +48,8 @@ def variants() -> dict[str, dict]:
         ("default", ["grad_sam", "random"], [{"class_path": "lightning_xai.metrics.DeletionAUC",
                                               "init_args": {"steps": 10}}]),
         ("seeds", SEED_METHODS, monitor["init_args"]["metrics"]),
+        ("seeds_deletion", SEED_METHODS, [{"class_path": "lightning_xai.metrics.DeletionAUC",
+                                           "init_args": {"steps": 10}}]),
     ):
         config = json.loads(json.dumps(recipe))
         config["trainer"]["enable_checkpointing"] = False  # the same work in every variant
@@ -73,6 +77,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    parser.add_argument("--variants", nargs="+", default=None, help="a subset of the variants ('none' is always run)")
     parser.add_argument("--out", default=None, help="write the results as JSON here")
     options = parser.parse_args()
     accelerator = "gpu" if options.device == "cuda" else "cpu"
@@ -80,7 +85,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="lxai_fit_overhead_") as folder:
         work = Path(folder)
         paths = {}
+        chosen = {"none", *(options.variants or variants())}
         for name, config in variants().items():
+            if name not in chosen:
+                continue
             paths[name] = work / f"{name}.yaml"
             paths[name].write_text(yaml.safe_dump(config, sort_keys=False))
         for repeat in range(options.repeats):

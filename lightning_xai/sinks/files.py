@@ -12,7 +12,7 @@ Layout under ``<directory>`` (paths from :mod:`lightning_xai.keys`)::
     epoch_003/compare/sample_00.png         every method side by side
     evolution/grad_sam/sample_00.png        the sample's heatmaps over the epochs so far, oldest first, labelled
                                             (all of them, or EVOLUTION_MAX_FRAMES spread evenly from the first to
-                                            the latest: a strip costs the same at epoch 300 as at epoch 12)
+                                            the latest: a strip costs the same at epoch 300 as at epoch 8)
     epoch_003/attn_lrp/completion_tokens/sample_00.png   causal LMs: one map per completion token (matrix)
     evolution/attn_lrp/completion_tokens/sample_00.png   those matrices of every epoch so far
 
@@ -44,8 +44,8 @@ __all__ = ["EVOLUTION_MAX_FRAMES", "JSONL_NAME", "FilesSink", "completion_tokens
 
 #: Most epochs an evolution strip shows. Every validation rebuilds each strip from its frames' PNGs, so without a
 #: bound a run's file writing would grow with every epoch (measured, six methods x four samples: 13.4 s at epoch 30
-#: where epoch 0 took 0.7 s).
-EVOLUTION_MAX_FRAMES = 12
+#: where epoch 0 took 0.7 s; with the bound about 1.4 s from epoch 8 on).
+EVOLUTION_MAX_FRAMES = 8
 
 
 def evolution_frames(frames: list[Path], limit: int | None = None) -> list[Path]:
