@@ -61,6 +61,16 @@ DASHBOARD_CATEGORIES = (QUALITY_CATEGORY, GAIN_CATEGORY, RELATION_CATEGORY, HEAL
 
 KeyKind = Literal["score", "gain", "stability", "agreement", "skipped", "degenerate", "tokens_skipped",
                   "tokens_truncated"]
+#: The per-method health counts: key suffix -> (its kind, what it counts). Every reader of the keys (dashboard,
+#: report, CLI summary) takes them from here, so a new count cannot be charted or tabled as a score by mistake.
+HEALTH_COUNTS: dict[str, tuple[KeyKind, str]] = {
+    DEGENERATE: ("degenerate", "all-zero or one-hot maps, not scored"),
+    SKIPPED: ("skipped", "lost to errors"),
+    TOKENS_SKIPPED: ("tokens_skipped", "heatmap samples whose per-completion-token maps were lost to errors"),
+    TOKENS_TRUNCATED: ("tokens_truncated", "heatmap samples whose completion was cut to the cap"),
+}
+#: The kinds of :data:`HEALTH_COUNTS`.
+COUNT_KINDS: frozenset[str] = frozenset(kind for kind, _ in HEALTH_COUNTS.values())
 
 
 @dataclass(frozen=True)
@@ -146,14 +156,8 @@ class LogKeys:
             return ParsedKey("agreement", first, second) if vs and first and second else None
         if rest == STABILITY:
             return ParsedKey("stability", method, rest)
-        if rest == SKIPPED:
-            return ParsedKey("skipped", method, rest)
-        if rest == DEGENERATE:
-            return ParsedKey("degenerate", method, rest)
-        if rest == TOKENS_SKIPPED:
-            return ParsedKey("tokens_skipped", method, rest)
-        if rest == TOKENS_TRUNCATED:
-            return ParsedKey("tokens_truncated", method, rest)
+        if rest in HEALTH_COUNTS:
+            return ParsedKey(HEALTH_COUNTS[rest][0], method, rest)
         if rest.endswith(GAIN_SUFFIX):
             return ParsedKey("gain", method, rest[: -len(GAIN_SUFFIX)])
         return ParsedKey("score", method, rest)

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from lightning_xai.explainers.random import Random
-from lightning_xai.keys import AGREEMENT, GAIN_SUFFIX, JSONL_NAME, LogKeys, heatmap_path
+from lightning_xai.keys import AGREEMENT, COUNT_KINDS, GAIN_SUFFIX, JSONL_NAME, LogKeys, heatmap_path
 from lightning_xai.metrics import rank_correlation
 from lightning_xai.sinks.files import runs_in
 from lightning_xai.viz import token_heatmap_html
@@ -467,7 +467,7 @@ def _metric_charts(records: list[dict[str, Any]], keys: LogKeys) -> tuple[str, s
             if random_run:
                 options["reference"] = ("random (gain 0)", 0.0)
             note += "; > 0: better than random" if note else "> 0: better than random"
-        elif kind in ("skipped", "degenerate", "tokens_skipped", "tokens_truncated"):
+        elif kind in COUNT_KINDS:
             options.update(natural=(0.0, math.inf), integer=True)
         else:
             options["natural"] = natural_range(AGREEMENT if kind == "agreement" else chart)

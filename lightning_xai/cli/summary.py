@@ -18,7 +18,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from lightning_xai.keys import DEGENERATE, SKIPPED, STABILITY, LogKeys
+from lightning_xai.keys import HEALTH_COUNTS, STABILITY, LogKeys
 
 __all__ = [
     "Column",
@@ -54,10 +54,7 @@ SHORT_NAMES = {
 #: What a diagnostic column is, for the legend (they have no "better" direction).
 _DIAGNOSTICS = {STABILITY: "Spearman with the previous validation's maps"}
 #: The per-method counts, listed under the table (only the non-zero ones) rather than as mostly-empty columns.
-_COUNTS = {
-    DEGENERATE: f"{DEGENERATE} (all-zero or one-hot maps, not scored)",
-    SKIPPED: f"{SKIPPED} (lost to errors)",
-}
+_COUNTS = {suffix: f"{suffix} ({what})" for suffix, (_, what) in HEALTH_COUNTS.items()}
 
 
 def fmt(value: Any) -> str:

@@ -349,3 +349,17 @@ def test_text_classifier_module():
         config["optimizer"].step()
         scheduler.step()
     assert lrs[0] < lrs[4] < lrs[5] == pytest.approx(1e-3) and lrs[9] < lrs[6]
+
+
+def test_every_health_count_is_a_line_under_the_table_not_a_score_column():
+    """A causal LM's completion-token counts, like the skipped and degenerate counts, are never a metric column."""
+    from lightning_xai.cli.summary import count_lines, method_metric_table
+    from lightning_xai.keys import HEALTH_COUNTS
+
+    scalars = {"xai/attn_lrp/deletion_auc": 0.3, "xai/random/deletion_auc": 0.5}
+    scalars |= {f"xai/attn_lrp/{suffix}": 2.0 for suffix in HEALTH_COUNTS}
+    _, _, columns = method_metric_table(scalars, "xai/")
+    assert [column.metric for column in columns] == ["deletion_auc"]
+    lines = count_lines(scalars, "xai/")
+    assert len(lines) == len(HEALTH_COUNTS) and all(line.endswith(": attn_lrp 2") for line in lines)
+    assert any(line.startswith("completion_tokens_truncated (") for line in lines)
