@@ -292,11 +292,34 @@ def heatmap_path(
 
 
 def evolution_path(root: str | Path, method: str | None, sample: int, view: View = "map") -> Path:
-    """``<root>/evolution/<method>/sample_NN.png``: one sample's heatmaps of every epoch (or its matrices)."""
+    """``<root>/evolution/<method>/sample_NN.png``: one sample's heatmaps across epochs (or its matrices).
+
+    The files sink draws there at most ``EVOLUTION_MAX_FRAMES`` epochs, spread evenly from the first to the latest.
+    """
     return Path(root) / "evolution" / _method_folder(method, view) / sample_file(sample, "png")
 
 
+def heatmap_epoch(root: str | Path, path: str | Path) -> int:
+    """The epoch of a heatmap file under ``root``: its first folder, ``epoch_NNN`` (a method may be named epoch_...).
+
+    Example:
+        >>> heatmap_epoch("xai", heatmap_path("xai", 1200, "epoch_probe", 0))
+        1200
+    """
+    return int(Path(path).relative_to(root).parts[0].rpartition("_")[2])
+
+
 def epoch_heatmaps(root: str | Path, method: str | None, sample: int, view: View = "map") -> list[Path]:
-    """Every epoch's PNG of one sample and method (and view) under ``root``, oldest first."""
+    """Every epoch's PNG of one sample and method (and view) under ``root``, oldest first (by epoch number).
+
+    Example:
+        >>> import tempfile
+        >>> root = Path(tempfile.mkdtemp())
+        >>> for epoch in (999, 1000, 101):
+        ...     heatmap_path(root, epoch, "grad_sam", 0).parent.mkdir(parents=True)
+        ...     heatmap_path(root, epoch, "grad_sam", 0).touch()
+        >>> [heatmap_epoch(root, path) for path in epoch_heatmaps(root, "grad_sam", 0)]  # epoch_1000 < epoch_101
+        [101, 999, 1000]
+    """
     pattern = f"epoch_*/{_method_folder(method, view)}/{sample_file(sample, 'png')}"
-    return sorted(Path(root).glob(pattern))
+    return sorted(Path(root).glob(pattern), key=lambda path: heatmap_epoch(root, path))

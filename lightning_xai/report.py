@@ -449,8 +449,8 @@ def _metric_charts(records: list[dict[str, Any]], keys: LogKeys) -> tuple[str, s
     methods = [m for m in dict.fromkeys(lines) if m != RANDOM]
     styles = {m: (_PALETTE[i % len(_PALETTE)], _MARKERS[i % len(_MARKERS)]) for i, m in enumerate(methods)}
     random_run = any(RANDOM in by_line for by_line in series.values())
-    order = {"score": 0, "gain": 0, "stability": 1, "skipped": 2, "degenerate": 3, "tokens_skipped": 3,
-             "tokens_truncated": 3, "other": 4, "agreement": 5}
+    order = {"score": 0, "gain": 0, "stability": 1, **dict.fromkeys(COUNT_KINDS, 3), "skipped": 2, "other": 4,
+             "agreement": 5}
 
     def position(chart: str) -> tuple[int, str, int]:
         kind = kinds[chart]

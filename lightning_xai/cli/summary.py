@@ -211,7 +211,7 @@ def agreement_table(scalars: Mapping[str, Any], prefix: str) -> tuple[list[str],
 
 
 def count_lines(scalars: Mapping[str, Any], prefix: str) -> list[str]:
-    """One line per kind of count (degenerate, skipped samples) naming the methods where it is not zero.
+    """One line per health count (keys.HEALTH_COUNTS: degenerate, skipped, ...) naming the methods where it is not 0.
 
     Example:
         >>> count_lines({"xai/a/degenerate_samples": 3.0, "xai/b/degenerate_samples": 0.0,

@@ -14,7 +14,7 @@ Layout under ``<directory>`` (paths from :mod:`lightning_xai.keys`)::
                                             (all of them, or EVOLUTION_MAX_FRAMES spread evenly from the first to
                                             the latest: a strip costs the same at epoch 300 as at epoch 8)
     epoch_003/attn_lrp/completion_tokens/sample_00.png   causal LMs: one map per completion token (matrix)
-    evolution/attn_lrp/completion_tokens/sample_00.png   those matrices of every epoch so far
+    evolution/attn_lrp/completion_tokens/sample_00.png   those matrices across epochs (as the strips above)
 
 A causal LM's per-completion-token maps are also in the JSON line, raw (not normalised): each such sample's record
 holds ``"completion_tokens": {"tokens": [...], "total": N, "maps": {method: [[row of len(tokens)], ...]}}``, one
@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from lightning_xai.keys import JSONL_NAME, View, epoch_heatmaps, evolution_path, heatmap_path
+from lightning_xai.keys import JSONL_NAME, View, epoch_heatmaps, evolution_path, heatmap_epoch, heatmap_path
 from lightning_xai.records import CompletionTokens
 from lightning_xai.sinks.base import EpochReport, ProbeSample, Sink
 
@@ -212,10 +212,7 @@ class FilesSink(Sink):
 
         frames = evolution_frames(epoch_heatmaps(self.directory, method, sample, view))
         images = [read_png(frame) for frame in frames]
-        # each frame lies in <directory>/epoch_NNN/...: the strip says which epoch every frame shows (the first part,
-        # not the nearest epoch_-named folder, which a method named epoch_... would also be)
-        epochs = [frame.relative_to(self.directory).parts[0].rpartition("_")[2] for frame in frames]
-        labels = [f"epoch {int(epoch)}" for epoch in epochs]
+        labels = [f"epoch {heatmap_epoch(self.directory, frame)}" for frame in frames]
         target = evolution_path(self.directory, method, sample, view)
         target.parent.mkdir(parents=True, exist_ok=True)
         write_png(target, evolution_strip(images, labels=labels))

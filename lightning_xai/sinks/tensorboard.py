@@ -80,12 +80,14 @@ def add_encoded_image(writer: Any, tag: str, heatmap: Heatmap, step: int) -> Non
     ``SummaryWriter.add_image`` would encode the array again, at zlib level 6; the event holds the same pixels
     either way. Any other writer (tensorboardX's, which has protos of its own; a stand-in) gets the array.
     """
-    from torch.utils.tensorboard import SummaryWriter
-
-    if not isinstance(writer, SummaryWriter):
+    try:
+        from tensorboard.compat.proto.summary_pb2 import Summary
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:  # tensorboardX alone: Lightning hands over its writer
+        SummaryWriter = None  # type: ignore[assignment,misc]  # noqa: N806
+    if SummaryWriter is None or not isinstance(writer, SummaryWriter) or not hasattr(writer, "_get_file_writer"):
         writer.add_image(tag, heatmap.rgb, global_step=step, dataformats="HWC")
         return
-    from tensorboard.compat.proto.summary_pb2 import Summary
 
     height, width = heatmap.rgb.shape[:2]
     image = Summary.Image(height=height, width=width, colorspace=3, encoded_image_string=heatmap.png)

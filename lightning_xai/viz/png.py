@@ -20,17 +20,28 @@ COMPRESS_LEVEL = 1
 
 
 def png_bytes(image: np.ndarray) -> bytes:
-    """PNG encoding of an ``[H, W, 3]`` uint8 array (an ``[H, W, 4]`` one loses its alpha channel).
+    """PNG encoding of an ``[H, W, 3]`` uint8 array (``[H, W, 4]``: alpha dropped; ``[H, W]``/``[H, W, 1]``: grey).
+
+    Raises:
+        ValueError: for any other shape or dtype (a float image must be scaled to uint8 first).
 
     Example:
         >>> import numpy as np
         >>> png_bytes(np.zeros((2, 2, 3), dtype=np.uint8))[1:4]
         b'PNG'
+        >>> png_bytes(np.zeros((2, 2), dtype=np.float32))
+        Traceback (most recent call last):
+        ...
+        ValueError: png_bytes takes a uint8 [H, W, 3] (or [H, W, 4], [H, W], [H, W, 1]) array; got float32 (2, 2)
     """
+    array = np.asarray(image)
+    grey = array.ndim == 2 or (array.ndim == 3 and array.shape[2] == 1)
+    if array.dtype != np.uint8 or not (grey or (array.ndim == 3 and array.shape[2] in (3, 4))):
+        raise ValueError("png_bytes takes a uint8 [H, W, 3] (or [H, W, 4], [H, W], [H, W, 1]) array; "
+                         f"got {array.dtype} {tuple(array.shape)}")
+    pixels = array.reshape(array.shape[:2]) if grey else array[..., :3]
     buffer = io.BytesIO()
-    Image.fromarray(np.ascontiguousarray(image[..., :3], dtype=np.uint8)).save(
-        buffer, format="png", compress_level=COMPRESS_LEVEL
-    )
+    Image.fromarray(np.ascontiguousarray(pixels)).save(buffer, format="png", compress_level=COMPRESS_LEVEL)
     return buffer.getvalue()
 
 

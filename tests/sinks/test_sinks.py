@@ -46,7 +46,11 @@ def test_tensorboard_custom_scalars_histograms_and_images(tmp_path, tokenizer):
     from lightning_xai.viz.png import read_png
 
     logged = events.Images("xai/grad_sam/heatmap/sample_01")[-1]
-    written = read_png(heatmap_path(tmp_path / "run" / "version_0" / "xai", 1, "grad_sam", 1))
+    path = heatmap_path(tmp_path / "run" / "version_0" / "xai", 1, "grad_sam", 1)
+    assert logged.encoded_image_string == path.read_bytes()  # the same bytes: encoded once
+    records = [json.loads(line) for line in (path.parents[2] / JSONL_NAME).read_text().splitlines()]
+    assert logged.step == next(record["step"] for record in records if record["epoch"] == 1)
+    written = read_png(path)
     assert (logged.height, logged.width) == written.shape[:2]
     np.testing.assert_array_equal(read_png(io.BytesIO(logged.encoded_image_string)), written)
     # the custom-scalars layout lives in its plugin's config event
