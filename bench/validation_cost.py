@@ -4,11 +4,12 @@ Runs the bundled ``minilm_sentiment`` recipe in this process for ``--epochs`` sh
 training batches each, the whole validation set) with the monitor of ``--setting``: ``seeds`` (the demo's six methods
 and three metrics), ``seeds_deletion`` (the six methods, deletion AUC only) or ``default`` (Grad-SAM + Random,
 deletion AUC). Per scheduled validation it times the monitor's epoch-end work (explanations, metrics, rendering,
-every sink) and, inside it, the sinks (``publish``: rendering and writing). All but the sinks is the same computation
-every epoch; the sinks' files (evolution strips) are what could grow with the epoch.
+every sink) and, inside it, the sinks (``publish``: rendering and writing; with ``--background on`` they run on the
+monitor's worker thread and the epoch-end time is what the training thread waits for), and the fit's wall time.
+All but the sinks is the same computation every epoch; the sinks' files (evolution strips) could grow with it.
 
 Usage: python bench/validation_cost.py [--epochs 15] [--train-batches 2] [--setting seeds|seeds_deletion|default]
-                                       [--out results.json]
+                                       [--background auto|on|off] [--out results.json]
 """
 
 from __future__ import annotations
@@ -31,6 +32,8 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=15)
     parser.add_argument("--train-batches", type=int, default=2)
     parser.add_argument("--setting", choices=("seeds", "seeds_deletion", "default"), default="seeds")
+    parser.add_argument("--background", choices=("auto", "on", "off"), default="auto",
+                        help="the monitor's publish_in_background (auto: on an accelerator only)")
     parser.add_argument("--out", default=None, help="write the results as JSON here")
     options = parser.parse_args()
 
@@ -40,6 +43,8 @@ def main() -> None:
     from lightning_xai.callbacks import explanation_monitor
 
     config = fit_overhead.variants()[options.setting]
+    monitor = next(c for c in config["trainer"]["callbacks"] if c["class_path"].endswith("ExplanationMonitor"))
+    monitor["init_args"]["publish_in_background"] = {"auto": None, "on": True, "off": False}[options.background]
     epoch_end: list[float] = []
     publishing: list[float] = []
     original_end = explanation_monitor.ExplanationMonitor.on_validation_epoch_end
@@ -66,17 +71,21 @@ def main() -> None:
             path.write_text(yaml.safe_dump(config, sort_keys=False))
             cwd = os.getcwd()
             os.chdir(folder)
+            start = time.perf_counter()
             try:
                 cli.main(["fit", "--config", str(path), f"--trainer.max_epochs={options.epochs}",
                           f"--trainer.limit_train_batches={options.train_batches}",
                           "--trainer.enable_progress_bar=false", "--trainer.logger.init_args.save_dir=runs"])
             finally:
+                wall = time.perf_counter() - start
                 os.chdir(cwd)
     finally:
         explanation_monitor.ExplanationMonitor.on_validation_epoch_end = original_end
         explanation_monitor.publish = original_publish
     result = {
         "setting": options.setting,
+        "background": options.background,
+        "wall_seconds": round(wall, 1),
         "epoch_end_seconds": [round(t, 2) for t in epoch_end],
         "publish_seconds": [round(t, 2) for t in publishing],
     }

@@ -30,7 +30,8 @@ from lightning_xai.metrics import DeletionAUC
 from lightning_xai.modalities import Modality
 from lightning_xai.probe import ProbeSet, forward_parameters
 from lightning_xai.scoring import Scoreboard, metric_name
-from lightning_xai.sinks import Sink, publish, sinks_for
+from lightning_xai.sinks import Sink, WandbSink, publish, sinks_for
+from lightning_xai.sinks.background import BackgroundPublisher
 from lightning_xai.sinks.files import FilesSink, files_directory, new_run_id
 from lightning_xai.types import Explanation
 
@@ -101,6 +102,13 @@ class ExplanationMonitor(ProbeHooks, *_CALLBACK_BASES):  # type: ignore[misc]
         completion_token_limit: causal LMs: most completion tokens explained per such sample (the first ones; a
             longer completion is warned about once and counted in ``completion_tokens_truncated``). Each token is
             one more explained row of its sample, in passes bounded by ``batch_size`` and ``token_budget``.
+        publish_in_background: render the heatmaps and hand them to the sinks on a worker thread, so training goes
+            on meanwhile (in order, one validation after the other; drained at ``teardown`` and on an exception,
+            before Lightning closes the loggers; an error there is raised at ``teardown`` under
+            ``on_error="raise"``). ``None`` (default): on when the model runs on an accelerator, whose host CPU is
+            otherwise idle, and no W&B logger is attached; off on CPU, where rendering would compete with training
+            for the same cores (measured on 2 cores: rendering beside the metric forwards made the epoch end slower,
+            11.8 s against 10.9 s one after the other). Scalars are always logged on the training thread.
 
     Under DDP and FSDP2 (``fully_shard``, e.g. ``ModelParallelStrategy``) every rank explains its own shard and
     torchmetrics reduces the metrics (FSDP2: the parameters are gathered once per validation, see
@@ -142,6 +150,7 @@ class ExplanationMonitor(ProbeHooks, *_CALLBACK_BASES):  # type: ignore[misc]
         removal: str | float | None = None,
         completion_token_samples: int = DEFAULT_SAMPLES,
         completion_token_limit: int = DEFAULT_MAX_TOKENS,
+        publish_in_background: bool | None = None,
     ) -> None:
         super().__init__()
         self.policy = runtime.ErrorPolicy(on_error)
@@ -156,6 +165,8 @@ class ExplanationMonitor(ProbeHooks, *_CALLBACK_BASES):  # type: ignore[misc]
         ):
             if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
                 raise ValueError(f"{arg} must be an integer >= {minimum}; got {value!r}")
+        if publish_in_background not in (None, True, False):
+            raise ValueError(f"publish_in_background must be True, False or None (auto); got {publish_in_background!r}")
         check_target(target)
         self.explainers, self.metrics = engine.validate_methods(
             [GradSAM()] if explainers is None else explainers, [DeletionAUC()] if metrics is None else metrics
@@ -177,6 +188,8 @@ class ExplanationMonitor(ProbeHooks, *_CALLBACK_BASES):  # type: ignore[misc]
         self.removal = removal
         self.completion_token_samples = completion_token_samples
         self.completion_token_limit = completion_token_limit
+        self.publish_in_background = publish_in_background
+        self._publisher = BackgroundPublisher()
         #: epoch -> {logged key: value}, for every scheduled validation so far.
         self.history: dict[int, dict[str, float]] = {}
         #: Written on every record of this run (kept in checkpoints: a resumed run continues its own record).
@@ -277,8 +290,31 @@ class ExplanationMonitor(ProbeHooks, *_CALLBACK_BASES):  # type: ignore[misc]
         self._previous_maps = result.maps
         logged = self._log(trainer, pl_module, result)
         if trainer.is_global_zero and self._sinks:
-            publish(self._sinks, result, logged, epoch=int(trainer.current_epoch), step=runtime.logging_step(trainer),
-                    keys=self.keys, policy=self.policy)
+            where = dict(epoch=int(trainer.current_epoch), step=runtime.logging_step(trainer), keys=self.keys,
+                         policy=self.policy)
+            if self._in_background(pl_module):
+                self._publisher.submit(publish, self._sinks, result, dict(logged), **where)
+            else:
+                publish(self._sinks, result, logged, **where)
+
+    def _in_background(self, pl_module: Any) -> bool:
+        """Whether this validation's heatmaps are published on the worker thread (see ``publish_in_background``)."""
+        if self.publish_in_background is not None:
+            return self.publish_in_background
+        device = getattr(pl_module, "device", None)
+        on_accelerator = device is not None and torch.device(device).type != "cpu"
+        return on_accelerator and not any(isinstance(sink, WandbSink) for sink in self._sinks)
+
+    def teardown(self, trainer: Any, pl_module: Any, stage: str) -> None:
+        """Wait for the heatmaps still being published (before Lightning closes the loggers)."""
+        self._publisher.close()
+
+    def on_exception(self, trainer: Any, pl_module: Any, exception: BaseException) -> None:
+        """Finish publishing what was computed (the loggers close next); a publishing error is warned, not raised."""
+        try:
+            self._publisher.close()
+        except Exception as error:  # the run's own exception is the one to surface
+            self.policy.warn_once("publish", f"publishing the heatmaps failed too: {type(error).__name__}: {error}")
 
     def state_dict(self) -> dict[str, Any]:
         """History of logged values and the probe set (CPU tensors), so a resumed run explains the same samples."""
