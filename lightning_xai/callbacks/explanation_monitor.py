@@ -104,11 +104,12 @@ class ExplanationMonitor(ProbeHooks, *_CALLBACK_BASES):  # type: ignore[misc]
             one more explained row of its sample, in passes bounded by ``batch_size`` and ``token_budget``.
         publish_in_background: render the heatmaps and hand them to the sinks on a worker thread, so training goes
             on meanwhile (in order, one validation after the other; drained at ``teardown`` and on an exception,
-            before Lightning closes the loggers; an error there is raised at ``teardown`` under
-            ``on_error="raise"``). ``None`` (default): on when the model runs on an accelerator, whose host CPU is
-            otherwise idle, and no W&B logger is attached; off on CPU, where rendering would compete with training
-            for the same cores (measured on 2 cores: rendering beside the metric forwards made the epoch end slower,
-            11.8 s against 10.9 s one after the other). Scalars are always logged on the training thread.
+            before Lightning closes the loggers; under ``on_error="raise"`` an error there is raised at the next
+            validation's end or at ``teardown``). ``None`` (default): on when the model runs on an accelerator,
+            whose host CPU is otherwise idle, and no W&B logger is attached; off on CPU, where rendering would
+            compete with training for the same cores (measured on 2 cores: rendering beside the metric forwards
+            made the epoch end slower, 11.8 s against 10.9 s one after the other). Scalars are always logged on
+            the training thread.
 
     Under DDP and FSDP2 (``fully_shard``, e.g. ``ModelParallelStrategy``) every rank explains its own shard and
     torchmetrics reduces the metrics (FSDP2: the parameters are gathered once per validation, see
@@ -253,6 +254,7 @@ class ExplanationMonitor(ProbeHooks, *_CALLBACK_BASES):  # type: ignore[misc]
         """Explain the probe set, log the scores and the heatmaps."""
         if trainer.sanity_checking or self._disabled_reason is not None:
             return
+        self._publisher.raise_finished_errors()  # a failed earlier publication surfaces now, not at the end
         self.probe.close()
         if not self._scheduled(trainer):
             return

@@ -50,6 +50,27 @@ class BackgroundPublisher:
                 self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lightning_xai_publish")
             self._pending.append(self._executor.submit(fn, *args, **kwargs))
 
+    def raise_finished_errors(self) -> None:
+        """Raise the first error of the calls that have already finished (without waiting for the others).
+
+        Example:
+            >>> import time
+            >>> publisher = BackgroundPublisher()
+            >>> publisher.submit(int, "not a number")
+            >>> while publisher.pending and not publisher._pending[0].done():
+            ...     time.sleep(0.01)
+            >>> publisher.raise_finished_errors()
+            Traceback (most recent call last):
+            ...
+            ValueError: invalid literal for int() with base 10: 'not a number'
+        """
+        with self._lock:
+            finished = [future for future in self._pending if future.done()]
+            self._pending = [future for future in self._pending if not future.done()]
+        errors = [error for future in finished if (error := future.exception()) is not None]
+        if errors:
+            raise errors[0]
+
     def drain(self) -> None:
         """Wait until every submitted call has finished; then raise the first error any of them raised."""
         with self._lock:
