@@ -113,7 +113,17 @@ def runnable(
         raise UnsupportedMethodError(f"{policy.owner}: " + "\n".join(refused.values()))
     for name, reason in refused.items():
         policy.warn_once(f"refused {name}", f"{name!r} is refused at setup and will not run: {reason}")
-    return active, [m for m in metrics if metric_name(m) not in refused]
+    kept = [m for m in metrics if metric_name(m) not in refused]
+    caveats: dict[str, list[str]] = {}
+    for metric in kept:  # what a removal cannot measure on this family: said once, not left silent
+        if hasattr(metric, "removal_masks"):
+            removal = getattr(metric, "removal", None)
+            caveat = family.removal_caveat(getattr(modality, "removal", None) if removal is None else removal)
+            if caveat is not None:
+                caveats.setdefault(caveat, []).append(metric_name(metric))
+    for caveat, names in caveats.items():
+        policy.warn_once("removal caveat", f"{', '.join(names)} on a {family.name!r} model: {caveat}.")
+    return active, kept
 
 
 def label_names(model: nn.Module) -> dict[int, str]:

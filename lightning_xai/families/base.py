@@ -270,6 +270,13 @@ class ModelFamily(ABC):
                 ``TextRemoval``, vision: a baseline).
         """
 
+    def removal_caveat(self, removal: str | float | None) -> str | None:
+        """What perturbation metrics cannot measure with ``removal`` on this family (None: nothing to say).
+
+        Warned once at setup (:func:`~lightning_xai.run.runnable`) for every metric that removes tokens this way.
+        """
+        return None
+
     # ---------------------------------------------------------------------------------------------- refusals
 
     def missing_capabilities(self) -> dict[str, str]:

@@ -377,6 +377,9 @@ class CausalLMFamily(DecoderFamily):
         """LRP explains the summed pre-softmax logits of the completion tokens (as lxt explains a token's logit)."""
         return self.model.explaining_logits()
 
+    #: For :meth:`~lightning_xai.families.decoder.DecoderFamily.removal_caveat`.
+    readout_token = "the last prompt token, whose own row predicts the first completion token"
+
     def build_modality(self, tokenizer: Any | None = None, removal: str | float | None = None) -> TextModality:
         """:class:`CompletionTextModality` from the tokenizer (removal through the attention mask by default)."""
         base = super().build_modality(tokenizer, removal)

@@ -12,7 +12,8 @@ About 50 models of transformers 5 share ``GenericForSequenceClassification``; th
   attention's ``q, k / 4`` and ``v / 2`` after the rotary embedding, grouped-query attention by the model's own
   ``repeat_kv``. Relevance is read at the token embeddings (there is no embedding LayerNorm or position table).
 * Modality: decoder tokenizers have no mask token, so the perturbation metrics hide removed tokens through the
-  attention mask (``removal="attention"``) unless told otherwise.
+  attention mask (``removal="attention"``) unless told otherwise. That cannot take out the token the head reads
+  (its own row still reads its embedding): warned at setup (:meth:`DecoderFamily.removal_caveat`).
 """
 
 from __future__ import annotations
@@ -66,6 +67,26 @@ class DecoderFamily(TextEncoderFamily):
     def _config(self) -> Any:
         config = self.model.config
         return config.get_text_config() if hasattr(config, "get_text_config") else config
+
+    #: The token the prediction is read at, named for :meth:`removal_caveat`.
+    readout_token = "the last real token of each row, where the head pools"
+
+    def removal_caveat(self, removal: str | float | None) -> str | None:
+        """Removal through the attention mask cannot take out the token the prediction is read at.
+
+        That token's own row still reads its embedding through the residual stream (measured on the tiny retrieval
+        LM: hiding its last prompt token through the mask left the completion's mean probability at 0.983 of 0.984;
+        replacing that token's id dropped it to 0.034), so deletion and AOPC curves barely move when it is
+        "removed" and under-credit a method that ranks it first.
+        """
+        if removal != "attention":
+            return None
+        return (
+            f"removal through the attention mask cannot take out {self.readout_token} (its own row still reads its "
+            "embedding), so these curves barely move when a method's top token is that one and under-credit it. "
+            "What to do: read them with this in mind, or pass removal='unk' where the tokenizer has an unknown "
+            "token (the id is replaced, so the token is gone from its own row too)"
+        )
 
     def prediction_rows(self, inputs: ModelInputs, valid_mask: Tensor) -> Tensor:
         """The rightmost non-padding token of each row, as the head pools (left and right padding alike)."""

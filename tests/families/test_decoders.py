@@ -124,3 +124,36 @@ def test_the_monitor_removes_decoder_tokens_out_of_the_box_and_refuses_replace_w
     chosen = ExplanationMonitor(removal="delete", write_files=False)
     chosen.setup(trainer, module, "fit")
     assert chosen._modality.removal == "delete"
+
+
+def test_attention_mask_removal_on_a_decoder_warns_at_setup_what_it_cannot_remove(tmp_path):
+    """The read-out token's own row still reads its embedding: said once at setup, per family, not left silent."""
+    from types import SimpleNamespace
+
+    from helpers import lightning_package, make_text_module_class
+
+    from lightning_xai import ExplanationMonitor
+    from lightning_xai.metrics import AOPCComprehensiveness, DeletionAUC, Plausibility
+
+    pl = lightning_package("lightning.pytorch")
+    module = make_text_module_class(pl)(make_decoder_tokenizer(), family="llama")
+    trainer = SimpleNamespace(is_global_zero=True, loggers=[], log_dir=None, default_root_dir=str(tmp_path),
+                              datamodule=None, strategy=None)
+    metrics = [DeletionAUC(), AOPCComprehensiveness(), Plausibility()]
+    with pytest.warns(UserWarning, match=r"deletion_auc, aopc_comprehensiveness on a 'decoder' model: removal "
+                                         r"through the attention mask cannot take out the last real token"):
+        ExplanationMonitor(metrics=metrics, write_files=False).setup(trainer, module, "fit")
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a removal that replaces ids, or no removal metric: nothing to say
+        ExplanationMonitor(metrics=[DeletionAUC()], removal="delete", write_files=False).setup(trainer, module, "fit")
+        ExplanationMonitor(metrics=[Plausibility()], write_files=False).setup(trainer, module, "fit")
+    from test_causal_lm import tiny_lm
+
+    from lightning_xai.families import explainable_model
+
+    decoder = resolve_family(make_model("llama"))
+    assert decoder.removal_caveat("unk") is None and "last real token" in decoder.removal_caveat("attention")
+    causal_lm = resolve_family(explainable_model(tiny_lm()))
+    assert causal_lm.name == "causal_lm" and "last prompt token" in causal_lm.removal_caveat("attention")
