@@ -135,7 +135,8 @@ def explain_completion_token_samples(
     inputs = select(probe.inputs, indices)
     inputs = modality.trim(inputs, int(modality.lengths(inputs).max()))  # only as wide as these samples
     inputs = {key: value.to(device) for key, value in inputs.items()}
-    size = chunk_rows(explainers, modality.num_tokens(inputs), batch_size, token_budget)
+    # the model's capture says whether the pass can stream (rows x tokens) rather than record (rows x tokens^2)
+    size = chunk_rows(explainers, modality.num_tokens(inputs), batch_size, token_budget, family.capture())
     errors: dict[str, BaseException] = {}
     while True:
         errors.clear()

@@ -316,3 +316,31 @@ def test_out_of_memory_halves_the_per_token_passes_and_at_one_row_is_counted():
         warnings.simplefilter("always")
         lost = explain_completion_token_samples(scorer, probe, samples, [OutOfMemoryAbove(0)], **kwargs)
     assert lost.views == {} and lost.skipped == {"gradient_x_input": 3}
+
+
+def test_per_completion_token_passes_are_sized_by_what_the_model_s_pass_keeps(monkeypatch):
+    """Gradient x input streams on an sdpa LM (rows x tokens), Grad-SAM records T x T maps (rows x tokens^2)."""
+    import lightning_xai.completion_tokens as completion_tokens
+
+    lm = tiny_lm()
+    lm.set_attn_implementation("sdpa")
+    scorer = CompletionScorer(lm)
+    family = resolve_family(scorer)
+    rows = retrieval_rows(2, 1)
+    probe = ProbeData({key: torch.stack([row[key] for row in rows]) for key in ("input_ids", "attention_mask",
+                                                                                  "labels")}, None, None)
+    samples = [ProbeSample(i, None, None, None, "completion") for i in (0, 1)]
+    width = int(probe.inputs["attention_mask"].sum(1).max())
+    sizes = []
+    explain = completion_tokens.explain_completion_tokens
+
+    def recorded(*args, rows_per_pass, **kwargs):
+        sizes.append(rows_per_pass)
+        return explain(*args, rows_per_pass=rows_per_pass, **kwargs)
+
+    monkeypatch.setattr(completion_tokens, "explain_completion_tokens", recorded)
+    budget = 4 * width  # four rows of tokens, fewer than one row of tokens^2 (width > 4)
+    for methods in ([GradientXInput()], [GradSAM()]):
+        explain_completion_token_samples(scorer, probe, samples, methods, family=family, modality=modality(),
+                                         policy=None, batch_size=32, token_budget=budget)
+    assert sizes == [4, 1]
