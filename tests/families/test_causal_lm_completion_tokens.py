@@ -45,6 +45,12 @@ def records(root):
     return [json.loads(line) for line in (root / JSONL_NAME).read_text().splitlines()]
 
 
+def probe_of(rows):
+    """A collated probe set of equal-length SFT rows (ids, mask, SFT labels), without class labels or rationale."""
+    keys = ("input_ids", "attention_mask", "labels")
+    return ProbeData({key: torch.stack([row[key] for row in rows]) for key in keys}, None, None)
+
+
 def reference_token_gradient_x_input(lm, ids, position):
     """d log p(ids[position] | ids[:position]) / d embeddings, dotted with the embeddings (one row, no padding)."""
     model = copy.deepcopy(lm).eval()
@@ -108,8 +114,7 @@ def test_per_completion_token_maps_do_not_depend_on_the_pass_size():
     scorer = CompletionScorer(lm)
     family = resolve_family(scorer)
     rows = retrieval_rows(3, 1)
-    probe = ProbeData({key: torch.stack([row[key] for row in rows]) for key in ("input_ids", "attention_mask",
-                                                                                  "labels")}, None, None)
+    probe = probe_of(rows)
     samples = [ProbeSample(i, None, None, None, "completion") for i in (0, 2)]
     methods = [GradSAM(), GradientXInput()]
     kwargs = dict(family=family, modality=modality(), policy=None)
@@ -301,8 +306,7 @@ class OutOfMemoryAbove(GradientXInput):
 def test_out_of_memory_halves_the_per_token_passes_and_at_one_row_is_counted():
     scorer = CompletionScorer(tiny_lm())
     rows = retrieval_rows(3, 1)
-    probe = ProbeData({key: torch.stack([row[key] for row in rows]) for key in ("input_ids", "attention_mask",
-                                                                                  "labels")}, None, None)
+    probe = probe_of(rows)
     samples = [ProbeSample(i, None, None, None, "completion") for i in range(3)]
     kwargs = dict(family=resolve_family(scorer), modality=modality())
     reference = explain_completion_token_samples(scorer, probe, samples, [GradientXInput()], **kwargs)
@@ -327,8 +331,7 @@ def test_per_completion_token_passes_are_sized_by_what_the_model_s_pass_keeps(mo
     scorer = CompletionScorer(lm)
     family = resolve_family(scorer)
     rows = retrieval_rows(2, 1)
-    probe = ProbeData({key: torch.stack([row[key] for row in rows]) for key in ("input_ids", "attention_mask",
-                                                                                  "labels")}, None, None)
+    probe = probe_of(rows)
     samples = [ProbeSample(i, None, None, None, "completion") for i in (0, 1)]
     width = int(probe.inputs["attention_mask"].sum(1).max())
     sizes = []
