@@ -27,6 +27,7 @@ from lightning_xai.explainers import Explainer, resolve_explainers
 from lightning_xai.explanation_pass import Target, explain, streams_attention
 from lightning_xai.families import ModelFamily
 from lightning_xai.metrics import ScoringContext, resolve_metrics
+from lightning_xai.metrics.engine import resolve_modality
 from lightning_xai.modalities import Modality, select
 from lightning_xai.probe import ProbeData
 from lightning_xai.records import ProbeSample
@@ -116,9 +117,8 @@ def runnable(
     kept = [m for m in metrics if metric_name(m) not in refused]
     caveats: dict[str, list[str]] = {}
     for metric in kept:  # what a removal cannot measure on this family: said once, not left silent
-        if hasattr(metric, "removal_masks"):
-            removal = getattr(metric, "removal", None)
-            caveat = family.removal_caveat(getattr(modality, "removal", None) if removal is None else removal)
+        if hasattr(metric, "removal_masks"):  # the modality the engine removes with (checked above: it resolves)
+            caveat = family.removal_caveat(getattr(resolve_modality(modality, metric.removal), "removal", None))
             if caveat is not None:
                 caveats.setdefault(caveat, []).append(metric_name(metric))
     for caveat, names in caveats.items():
